@@ -1,0 +1,53 @@
+"""pgig_tf: Pattern-Guided Integrated Gradients and related attribution methods for Keras 3 on TensorFlow."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+try:
+    import tensorflow  # noqa: E402,F401
+except ImportError as error:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "pgig_tf needs TensorFlow >= 2.16. Install it with the package: "
+        "pip install 'pgig_tf[cpu]' (CPU only) or 'pgig_tf[gpu]' (CUDA)."
+    ) from error
+
+import keras  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(
+        f"pgig_tf needs Keras' TensorFlow backend, but KERAS_BACKEND is {keras.backend.backend()!r}; "
+        "set KERAS_BACKEND=tensorflow before importing keras."
+    )
+
+from .analyzers import (  # noqa: E402
+    ANALYZERS,
+    Analyzer,
+    GradientAnalyzer,
+    GuidedBackpropAnalyzer,
+    InputTimesGradientAnalyzer,
+    IntegratedGradientsAnalyzer,
+    PatternAttributionAnalyzer,
+    PatternNetAnalyzer,
+    PGIGAnalyzer,
+    create_analyzer,
+)
+from .pattern_fitting import fit_patterns  # noqa: E402
+from .patterns import Patterns  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANALYZERS",
+    "Analyzer",
+    "GradientAnalyzer",
+    "GuidedBackpropAnalyzer",
+    "InputTimesGradientAnalyzer",
+    "IntegratedGradientsAnalyzer",
+    "PGIGAnalyzer",
+    "PatternAttributionAnalyzer",
+    "PatternNetAnalyzer",
+    "Patterns",
+    "create_analyzer",
+    "fit_patterns",
+]

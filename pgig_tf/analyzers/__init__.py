@@ -1,0 +1,33 @@
+"""The analyzers and `create_analyzer`, which builds one by its iNNvestigate-style name."""
+
+import inspect
+
+from .base import Analyzer
+from .gradient import GradientAnalyzer, GuidedBackpropAnalyzer, InputTimesGradientAnalyzer
+from .integrated import IntegratedGradientsAnalyzer, PGIGAnalyzer
+from .pattern import PatternAttributionAnalyzer, PatternNetAnalyzer
+
+ANALYZERS = {
+    "gradient": GradientAnalyzer,
+    "input_t_gradient": InputTimesGradientAnalyzer,
+    "integrated_gradients": IntegratedGradientsAnalyzer,
+    "guided_backprop": GuidedBackpropAnalyzer,
+    "pattern_net": PatternNetAnalyzer,
+    "pattern_attribution": PatternAttributionAnalyzer,
+    "pgig": PGIGAnalyzer,
+}
+
+
+def create_analyzer(name, model, **kwargs):
+    """The analyzer called `name` (see `ANALYZERS`) for `model`, with its keyword settings."""
+    if name not in ANALYZERS:
+        raise ValueError(f"Unknown analyzer {name!r}; choose one of: {', '.join(ANALYZERS)}")
+    cls = ANALYZERS[name]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model")]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(f"Analyzer {name!r} takes no argument {', '.join(unknown)}; it takes: {', '.join(accepted)}")
+    return cls(model, **kwargs)
+
+
+__all__ = ["ANALYZERS", "Analyzer", "create_analyzer"] + [cls.__name__ for cls in ANALYZERS.values()]

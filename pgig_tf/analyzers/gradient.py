@@ -1,0 +1,34 @@
+"""Single-point gradient methods: Gradient, Gradient x Input, Guided Backprop."""
+
+from ..aggregators import SinglePoint
+from .base import Analyzer
+
+
+class GradientAnalyzer(Analyzer):
+    """The plain input gradient of the selected output (Simonyan et al., 2014)."""
+
+    def __init__(self, model, *, batch_size=64):
+        super().__init__(model, rule="gradient", batch_size=batch_size)
+
+    def _make_aggregator(self):
+        return SinglePoint()
+
+
+class InputTimesGradientAnalyzer(Analyzer):
+    """Gradient x Input (Shrikumar et al., 2016): x * df/dx."""
+
+    def __init__(self, model, *, batch_size=64):
+        super().__init__(model, rule="gradient", batch_size=batch_size)
+
+    def _make_aggregator(self):
+        return SinglePoint(times_input=True)
+
+
+class GuidedBackpropAnalyzer(Analyzer):
+    """Guided Backprop (Springenberg et al., 2014): at each ReLU only positive gradient where the input was positive."""
+
+    def __init__(self, model, *, batch_size=64):
+        super().__init__(model, rule="guided_backprop", batch_size=batch_size)
+
+    def _make_aggregator(self):
+        return SinglePoint()

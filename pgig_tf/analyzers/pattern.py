@@ -1,0 +1,27 @@
+"""PatternNet and PatternAttribution (Kindermans et al., 2018): one backward pass with pattern kernels."""
+
+from ..aggregators import SinglePoint
+from ..engine import START_VALUE
+from .base import Analyzer
+
+
+class PatternNetAnalyzer(Analyzer):
+    """PatternNet: the signal estimate, backward kernels replaced by the patterns, started with the output value."""
+
+    def __init__(self, model, *, patterns=None, batch_size=64):
+        super().__init__(model, rule="pattern_net", patterns=patterns, start=START_VALUE, batch_size=batch_size)
+
+    def _make_aggregator(self):
+        return SinglePoint()
+
+
+class PatternAttributionAnalyzer(Analyzer):
+    """PatternAttribution (Eq. 3): backward kernels w * p, started with the selected output's value (§3.4)."""
+
+    def __init__(self, model, *, patterns=None, batch_size=64):
+        super().__init__(
+            model, rule="pattern_attribution", patterns=patterns, start=START_VALUE, batch_size=batch_size
+        )
+
+    def _make_aggregator(self):
+        return SinglePoint()

@@ -1,0 +1,111 @@
+"""Checks of what users pass in (inputs, neuron selections, settings), with errors that say what was expected."""
+
+import numbers
+
+import numpy as np
+
+
+def model_io(model):
+    """The model's single input shape (batch axis first) and its output width; clear errors otherwise."""
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ValueError(
+            f"Model '{model.name}' has no defined input; build it first, e.g. with keras.Input(shape) "
+            "as its first layer or model.build((None, ...))."
+        )
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(
+            f"Model '{model.name}' has {len(inputs)} inputs and {len(outputs)} outputs; "
+            "only single-input, single-output models are supported."
+        )
+    input_shape = tuple(inputs[0].shape)
+    width = int(np.prod([d for d in outputs[0].shape[1:]])) if len(outputs[0].shape) > 1 else 1
+    if any(d is None for d in outputs[0].shape[1:]):
+        raise ValueError(f"Model '{model.name}' has an output of unknown size {tuple(outputs[0].shape)}")
+    return input_shape, width
+
+
+def check_inputs(x, input_shape, name="x", dtype="float32"):
+    """Returns `x` as a finite float array of the model's input shape, or raises saying why it is not."""
+    if hasattr(x, "numpy"):
+        x = x.numpy()
+    try:
+        array = np.asarray(x)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}: {error}") from None
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    expected = "(" + ", ".join("batch" if d is None else str(d) for d in input_shape) + ")"
+    if array.ndim != len(input_shape):
+        hint = " (a single sample needs a batch axis: x[None])" if array.ndim == len(input_shape) - 1 else ""
+        raise ValueError(f"{name} must have shape {expected}, got {array.shape}{hint}")
+    for axis, (want, got) in enumerate(zip(input_shape[1:], array.shape[1:]), start=1):
+        if want is not None and want != got:
+            raise ValueError(f"{name} must have shape {expected}, got {array.shape} (axis {axis})")
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {array.shape}); pass at least one sample")
+    array = array.astype(dtype, copy=False)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        samples = np.unique(np.nonzero(bad)[0])
+        raise ValueError(
+            f"{name} contains NaN or Inf ({int(bad.sum())} values, in samples {samples[:10].tolist()})"
+        )
+    return array
+
+
+def resolve_neurons(neuron_selection, num_samples, width, predict):
+    """Output indices, one per sample: 'max_activation' (argmax of `predict()`), an int, or one int per sample."""
+    if isinstance(neuron_selection, str):
+        if neuron_selection != "max_activation":
+            raise ValueError(
+                f"neuron_selection must be 'max_activation', an int or one int per sample, got {neuron_selection!r}"
+            )
+        return np.argmax(predict().reshape(num_samples, -1), axis=1).astype(np.int32)
+    if isinstance(neuron_selection, numbers.Integral) and not isinstance(neuron_selection, bool):
+        indices = np.full(num_samples, int(neuron_selection))
+    else:
+        indices = np.asarray(neuron_selection)
+        if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+            raise ValueError(
+                "neuron_selection must be 'max_activation', an int or a 1-D array of ints "
+                f"(one per sample), got {neuron_selection!r}"
+            )
+        if len(indices) != num_samples:
+            raise ValueError(
+                f"neuron_selection has {len(indices)} indices but x has {num_samples} samples"
+            )
+    out_of_range = (indices < 0) | (indices >= width)
+    if out_of_range.any():
+        raise ValueError(
+            f"neuron_selection {indices[out_of_range][0]} is out of range: the model output has "
+            f"{width} units (valid: 0..{width - 1})"
+        )
+    return indices.astype(np.int32)
+
+
+def check_positive_int(value, name):
+    """`value` as an int >= 1, or a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_baseline(baseline, input_shape, name="baseline"):
+    """The baseline as a float32 array broadcastable to one sample (input shape without the batch axis)."""
+    array = np.asarray(baseline, dtype=np.float32)
+    sample_shape = tuple(input_shape[1:])
+    try:
+        np.broadcast_shapes(array.shape, tuple(1 if d is None else d for d in sample_shape))
+    except ValueError:
+        raise ValueError(
+            f"{name} of shape {array.shape} does not broadcast to one sample of shape {sample_shape}"
+        ) from None
+    if array.ndim > len(sample_shape):
+        raise ValueError(f"{name} must describe one sample {sample_shape}, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return array

@@ -1,0 +1,50 @@
+"""Shared fixtures: small seeded Keras models and data for the tests."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def set_random_weights(model, seed, scale=0.5):
+    """Gives every weight (biases included) seeded non-zero random values."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0.0, scale, w.shape).astype(np.float32) for w in model.get_weights()])
+    return model
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def dense_model():
+    """Dense(5, relu) -> Dense(4, relu) -> Dense(3) on 6 features, random non-zero biases."""
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(5, activation="relu", name="d1"),
+            keras.layers.Dense(4, activation="relu", name="d2"),
+            keras.layers.Dense(3, name="d3"),
+        ],
+        name="dense_model",
+    )
+    return set_random_weights(model, 0)
+
+
+@pytest.fixture
+def conv_model():
+    """Conv 'same' + ReLU layer, strided 'valid' conv, max-pool, Flatten, Dense: a small image model."""
+    inputs = keras.Input((9, 9, 2))
+    h = keras.layers.Conv2D(3, 3, padding="same", name="c1")(inputs)
+    h = keras.layers.ReLU(name="r1")(h)
+    h = keras.layers.Conv2D(4, 3, strides=2, padding="valid", activation="relu", name="c2")(h)
+    h = keras.layers.MaxPooling2D(2, name="pool")(h)
+    h = keras.layers.Flatten(name="flat")(h)
+    outputs = keras.layers.Dense(3, name="out")(h)
+    return set_random_weights(keras.Model(inputs, outputs, name="conv_model"), 1)
