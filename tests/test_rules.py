@@ -97,3 +97,27 @@ def test_batchnorm_is_rejected_by_pattern_rules_for_now():
                               keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(2, name="o")])
     with pytest.raises(ValueError, match=r"'bn' \(BatchNormalization\)"):
         create_analyzer("pgig", model).fit(np.ones((4, 4), np.float32), verbose=False)
+
+
+def test_conv1d_equals_the_same_conv2d():
+    """Conv1D gets the same patterns and attributions as the equivalent height-1 Conv2D."""
+    rng = np.random.default_rng(0)
+    k1, b1 = rng.normal(0, 0.5, (3, 2, 4)).astype(np.float32), rng.normal(0, 0.5, 4).astype(np.float32)
+    k2, b2 = rng.normal(0, 0.5, (5 * 4, 3)).astype(np.float32), rng.normal(0, 0.5, 3).astype(np.float32)
+    one_d = keras.Sequential([keras.Input((9, 2)), keras.layers.Conv1D(4, 3, strides=2, padding="same", activation="relu", name="c"),
+                              keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="o")])
+    two_d = keras.Sequential([keras.Input((1, 9, 2)), keras.layers.Conv2D(4, (1, 3), strides=(1, 2), padding="same", activation="relu", name="c"),
+                              keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="o")])
+    one_d.set_weights([k1, b1, k2, b2])
+    two_d.set_weights([k1[None], b1, k2, b2])
+    data = rng.normal(0, 1, (40, 9, 2)).astype(np.float32)
+    from pgig_tf import fit_patterns
+
+    p1 = fit_patterns(one_d, data, verbose=False)
+    p2 = fit_patterns(two_d, data[:, None], verbose=False)
+    np.testing.assert_allclose(p1["c"], p2["c"][0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(p1["o"], p2["o"], rtol=1e-4, atol=1e-6)
+    a1 = create_analyzer("pgig", one_d, patterns=p1, steps=4).analyze(data[:3], 1)
+    a2 = create_analyzer("pgig", two_d, patterns=p2, steps=4).analyze(data[:3, None], 1)
+    np.testing.assert_allclose(a1, a2[:, 0], rtol=1e-4, atol=1e-6)
+    assert np.abs(a1).max() > 0
