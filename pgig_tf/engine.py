@@ -3,6 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+from .aggregators import MEAN_SQUARE, VARIANCE
+
 START_ONE = "one"  # backward pass starts with 1.0 (gradients, IG, PGIG)
 START_VALUE = "value"  # starts with the selected output's value (PatternNet/PatternAttribution, §3.4)
 
@@ -12,9 +14,10 @@ class GradientEngine:
 
     The n samples x `aggregator.draws` points are flattened into one axis and evaluated
     `batch_size` at a time in a `tf.while_loop`; each chunk's points are built on the device,
-    and `multiplier * gradient` is summed per sample as it goes, so memory grows with
-    `batch_size` and n, never with the number of draws. One trace per input shape and dtype
-    (the batch axis is left unknown), reused by every later call.
+    and `multiplier * gradient` is reduced per sample as it goes (a running sum, or a running
+    mean and M2 for the variance), so memory grows with `batch_size` and n, never with the
+    number of draws. One trace per input shape and dtype (the batch axis and the seed are
+    tensors), reused by every later call.
     """
 
     def __init__(self, model, rule, aggregator, start=START_ONE, batch_size=64):
@@ -27,10 +30,11 @@ class GradientEngine:
         self.batch_size = int(batch_size)
         self._functions = {}
 
-    def __call__(self, x, targets):
+    def __call__(self, x, targets, seed=0):
         """The attributions (numpy, shaped like `x`) of output `targets[i]` for each sample `x[i]`."""
         function = self._function_for(x.shape[1:], x.dtype)
-        return function(tf.constant(x), tf.constant(targets, dtype=tf.int32)).numpy()
+        seed = tf.constant(seed, dtype=tf.int64)
+        return function(tf.constant(x), tf.constant(targets, dtype=tf.int32), seed).numpy()
 
     @property
     def tracing_count(self):
@@ -43,6 +47,7 @@ class GradientEngine:
             signature = [
                 tf.TensorSpec((None,) + tuple(sample_shape), dtype),
                 tf.TensorSpec((None,), tf.int32),
+                tf.TensorSpec((), tf.int64),
             ]
             self._functions[key] = tf.function(self._attribute, input_signature=signature)
         return self._functions[key]
@@ -57,21 +62,50 @@ class GradientEngine:
             if self.start == START_VALUE:
                 selected = selected * tf.stop_gradient(selected)
             objective = tf.reduce_sum(selected)
-        return tape.gradient(objective, points)
+        return tape.gradient(objective, points, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-    def _attribute(self, x, targets):
+    def _attribute(self, x, targets, seed):
         aggregator = self.aggregator
         draws = aggregator.draws
         num_samples = tf.shape(x)[0]
         total = num_samples * draws
         num_chunks = (total + self.batch_size - 1) // self.batch_size
-        total_sum = tf.zeros_like(x)
+        # running statistics per sample: count, mean, M2 (M2 only used for the variance)
+        count = tf.zeros([num_samples], x.dtype)
+        mean = tf.zeros_like(x)
+        m2 = tf.zeros_like(x)
         for chunk in tf.range(num_chunks):
             flat = tf.range(chunk * self.batch_size, tf.minimum((chunk + 1) * self.batch_size, total))
             sample_index, draw_index = flat // draws, flat % draws
-            points, multiplier = aggregator.points(tf.gather(x, sample_index), sample_index, draw_index)
-            contribution = self._gradients(points, tf.gather(targets, sample_index))
+            points, multiplier = aggregator.points(tf.gather(x, sample_index), sample_index, draw_index, seed)
+            value = self._gradients(points, tf.gather(targets, sample_index))
             if multiplier is not None:
-                contribution = contribution * multiplier
-            total_sum += tf.math.unsorted_segment_sum(contribution, sample_index, num_samples)
-        return aggregator.finish(x, total_sum / tf.cast(draws, x.dtype))
+                value = value * multiplier
+            if aggregator.statistic == MEAN_SQUARE:
+                value = tf.square(value)
+            count, mean, m2 = _merge(count, mean, m2, value, sample_index, num_samples,
+                                     with_m2=aggregator.statistic == VARIANCE)
+        reduced = m2 / tf.cast(draws, x.dtype) if aggregator.statistic == VARIANCE else mean
+        return aggregator.finish(x, reduced)
+
+
+def _merge(count, mean, m2, value, sample_index, num_samples, with_m2):
+    """Merges one chunk's values into per-sample running count/mean/M2 (Chan et al.'s parallel update)."""
+    ones = tf.ones_like(sample_index, dtype=value.dtype)
+    chunk_count = tf.math.unsorted_segment_sum(ones, sample_index, num_samples)
+    chunk_sum = tf.math.unsorted_segment_sum(value, sample_index, num_samples)
+    new_count = count + chunk_count
+    weight = _per_row(tf.math.divide_no_nan(chunk_count, new_count), value)
+    chunk_mean = chunk_sum / _per_row(tf.maximum(chunk_count, 1), value)
+    delta = chunk_mean - mean
+    new_mean = mean + delta * weight
+    if not with_m2:
+        return new_count, new_mean, m2
+    centred = value - tf.gather(chunk_mean, sample_index)
+    chunk_m2 = tf.math.unsorted_segment_sum(tf.square(centred), sample_index, num_samples)
+    new_m2 = m2 + chunk_m2 + tf.square(delta) * _per_row(count, value) * weight
+    return new_count, new_mean, new_m2
+
+
+def _per_row(values, like):
+    return tf.reshape(values, [-1] + [1] * (like.shape.rank - 1))

@@ -109,3 +109,21 @@ def check_baseline(baseline, input_shape, name="baseline"):
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} contains NaN or Inf")
     return array
+
+
+def check_seed(seed):
+    """None (fresh randomness each call) or a non-negative int below 2**31."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**31:
+        raise ValueError(f"seed must be None or an integer in [0, 2**31), got {seed!r}")
+    return int(seed)
+
+
+def check_noise_scale(noise_scale, name="noise_scale"):
+    """A finite float >= 0: sigma as a fraction of each sample's (max - min)."""
+    if isinstance(noise_scale, bool) or not isinstance(noise_scale, numbers.Real) or not np.isfinite(noise_scale) or noise_scale < 0:
+        raise ValueError(
+            f"{name} must be a finite number >= 0 (sigma as a fraction of each sample's max - min), got {noise_scale!r}"
+        )
+    return float(noise_scale)

@@ -6,6 +6,16 @@ from .base import Analyzer
 from .gradient import GradientAnalyzer, GuidedBackpropAnalyzer, InputTimesGradientAnalyzer
 from .integrated import IntegratedGradientsAnalyzer, PGIGAnalyzer
 from .pattern import PatternAttributionAnalyzer, PatternNetAnalyzer
+from .sampling import (
+    ExpectedGradientsAnalyzer,
+    NoiseBaselineIGAnalyzer,
+    RandomAnalyzer,
+    SmoothGradAnalyzer,
+    SmoothGradIGAnalyzer,
+    SmoothGradSquaredAnalyzer,
+    SmoothTaylorAnalyzer,
+    VarGradAnalyzer,
+)
 
 ANALYZERS = {
     "gradient": GradientAnalyzer,
@@ -15,6 +25,14 @@ ANALYZERS = {
     "pattern_net": PatternNetAnalyzer,
     "pattern_attribution": PatternAttributionAnalyzer,
     "pgig": PGIGAnalyzer,
+    "smoothgrad": SmoothGradAnalyzer,
+    "smoothgrad_squared": SmoothGradSquaredAnalyzer,
+    "vargrad": VarGradAnalyzer,
+    "smoothgrad_ig": SmoothGradIGAnalyzer,
+    "expected_gradients": ExpectedGradientsAnalyzer,
+    "smooth_taylor": SmoothTaylorAnalyzer,
+    "noise_baseline_ig": NoiseBaselineIGAnalyzer,
+    "random": RandomAnalyzer,
 }
 
 

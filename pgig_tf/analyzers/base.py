@@ -7,7 +7,7 @@ from ..engine import START_ONE, GradientEngine
 from ..pattern_fitting import fit_patterns
 from ..patterns import Patterns
 from ..rules import make_rule, rule_class
-from ..validation import check_inputs, check_positive_int, model_io, resolve_neurons
+from ..validation import check_inputs, check_positive_int, check_seed, model_io, resolve_neurons
 
 
 class Analyzer:
@@ -19,8 +19,9 @@ class Analyzer:
     or fit their own with `fit(data)`.
     """
 
-    def __init__(self, model, *, rule="gradient", patterns=None, start=START_ONE, batch_size=64):
+    def __init__(self, model, *, rule="gradient", patterns=None, start=START_ONE, batch_size=64, seed=None):
         self.model = model
+        self.seed = check_seed(seed)
         self._input_shape, self._output_width = model_io(model)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.start = start
@@ -49,7 +50,7 @@ class Analyzer:
         targets = resolve_neurons(
             neuron_selection, x.shape[0], self._output_width, lambda: self.predict(x)
         )
-        return self._get_engine()(x, targets)
+        return self._get_engine()(x, targets, seed=self._next_seed())
 
     def predict(self, x):
         """The model's output on `x` (inference mode), computed `batch_size` samples at a time."""
@@ -68,6 +69,12 @@ class Analyzer:
 
     def _make_aggregator(self):
         raise NotImplementedError
+
+    def _next_seed(self):
+        """The seed of the next call: the fixed `seed`, or fresh entropy when it is None."""
+        if self.seed is not None:
+            return self.seed
+        return int(np.random.default_rng().integers(0, 2**31 - 1))
 
     def _build_rule(self):
         if self.needs_patterns and self.patterns is None:

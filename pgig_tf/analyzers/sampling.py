@@ -1,0 +1,151 @@
+"""The sampling family: SmoothGrad, SmoothGrad², VarGrad, SmoothGrad-IG, Expected Gradients, SmoothTaylor,
+noise-baseline IG, and the random control. Each takes `rule=`, so pattern-guided variants need no new code.
+
+Noise: eps ~ N(0, sigma^2) with sigma = noise_scale * (max - min) of each sample, drawn
+independently per sample and per draw; `seed` makes a call reproducible bit for bit.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from .. import aggregators as A
+from ..data import iterate_batches
+from ..validation import (
+    check_baseline, check_inputs, check_noise_scale, check_positive_int, resolve_neurons,
+)
+from .base import Analyzer
+
+
+class _SamplingAnalyzer(Analyzer):
+    """Shared settings: `samples` draws per input, `noise_scale`, any backward `rule`."""
+
+    def __init__(self, model, *, samples, noise_scale=0.15, rule="gradient", patterns=None, seed=None,
+                 batch_size=64):
+        super().__init__(model, rule=rule, patterns=patterns, seed=seed, batch_size=batch_size)
+        self.samples = check_positive_int(samples, "samples")
+        self.noise_scale = check_noise_scale(noise_scale)
+
+
+class SmoothGradAnalyzer(_SamplingAnalyzer):
+    """SmoothGrad (Smilkov et al., 2017): the mean of ∇f(x + eps)."""
+
+    statistic = A.MEAN
+
+    def __init__(self, model, *, samples=25, noise_scale=0.15, rule="gradient", patterns=None, seed=None,
+                 batch_size=64):
+        super().__init__(model, samples=samples, noise_scale=noise_scale, rule=rule, patterns=patterns,
+                         seed=seed, batch_size=batch_size)
+
+    def _make_aggregator(self):
+        return A.GaussianNoise(self.samples, self.noise_scale, self.statistic)
+
+
+class SmoothGradSquaredAnalyzer(SmoothGradAnalyzer):
+    """SmoothGrad² (Hooker et al., 2019; PGIG paper App. A.2): the mean of (∇f(x + eps))²."""
+
+    statistic = A.MEAN_SQUARE
+
+
+class VarGradAnalyzer(SmoothGradAnalyzer):
+    """VarGrad (Adebayo et al., 2018; App. A.4): the variance (1/n) of ∇f(x + eps) over the draws."""
+
+    statistic = A.VARIANCE
+
+
+class SmoothGradIGAnalyzer(_SamplingAnalyzer):
+    """SmoothGrad-IG (App. A.3): IG's path mean averaged over noisy inputs, times (x - baseline)."""
+
+    def __init__(self, model, *, steps=25, samples=25, noise_scale=0.15, baseline=0.0, rule="gradient",
+                 patterns=None, seed=None, batch_size=64):
+        super().__init__(model, samples=samples, noise_scale=noise_scale, rule=rule, patterns=patterns,
+                         seed=seed, batch_size=batch_size)
+        self.steps = check_positive_int(steps, "steps")
+        self.baseline = check_baseline(baseline, self._input_shape)
+
+    def _make_aggregator(self):
+        return A.NoisyPath(self.steps, self.samples, self.noise_scale, self.baseline)
+
+
+class NoiseBaselineIGAnalyzer(_SamplingAnalyzer):
+    """IG with uniform-noise baselines (SmoothTaylor paper Eq. 3): mean of `samples` IG maps, baselines U[min x, max x]."""
+
+    def __init__(self, model, *, steps=50, samples=10, rule="gradient", patterns=None, seed=None, batch_size=64):
+        super().__init__(model, samples=samples, noise_scale=0.0, rule=rule, patterns=patterns, seed=seed,
+                         batch_size=batch_size)
+        self.steps = check_positive_int(steps, "steps")
+
+    def _make_aggregator(self):
+        return A.UniformNoiseBaselines(self.steps, self.samples)
+
+
+class ExpectedGradientsAnalyzer(_SamplingAnalyzer):
+    """Expected Gradients (Erion et al., 2019; App. A.5): baselines drawn from background data, alpha ~ U(0, 1).
+
+    Background: `baselines=` (an array of samples) or `fit(data)`, which keeps up to
+    `max_background` samples of `data` (and fits patterns too for a pattern rule).
+    """
+
+    def __init__(self, model, *, samples=49, baselines=None, max_background=1000, rule="gradient", patterns=None,
+                 seed=None, batch_size=64):
+        super().__init__(model, samples=samples, noise_scale=0.0, rule=rule, patterns=patterns, seed=seed,
+                         batch_size=batch_size)
+        self.max_background = check_positive_int(max_background, "max_background")
+        self.baselines = None
+        self._background = None
+        if baselines is not None:
+            self.set_background(baselines)
+
+    def set_background(self, baselines):
+        """Uses `baselines` (n, *sample shape) as the background distribution."""
+        self.baselines = check_inputs(baselines, self._input_shape, name="baselines")
+        self._background = tf.Variable(self.baselines, trainable=False, name="background")
+        self._engine = None
+        return self
+
+    def fit(self, data, kind="relu", batch_size=None, verbose=True):
+        """Keeps up to `max_background` samples of `data` as background; fits patterns for a pattern rule."""
+        super().fit(data, kind=kind, batch_size=batch_size, verbose=verbose)
+        batches, _ = iterate_batches(data, batch_size or self.batch_size, len(self._input_shape) - 1)
+        kept, count = [], 0
+        for batch in batches:
+            kept.append(batch[: self.max_background - count])
+            count += len(kept[-1])
+            if count >= self.max_background:
+                break
+        if count == 0:
+            raise ValueError("data is empty: Expected Gradients needs background samples")
+        return self.set_background(np.concatenate(kept))
+
+    def _make_aggregator(self):
+        if self._background is None:
+            raise ValueError(
+                "expected_gradients needs background data: call analyzer.fit(data) or pass baselines=..."
+            )
+        return A.BackgroundBaselines(self.samples, self._background)
+
+
+class SmoothTaylorAnalyzer(_SamplingAnalyzer):
+    """SmoothTaylor (Goh et al., Eq. 6, 8): 1/R Σ_r (x - z_r) ∇f(z_r), roots z_r = x + eps_r.
+
+    For `noise_scale="adaptive"` see `AdaptiveSmoothTaylorAnalyzer`.
+    """
+
+    def __init__(self, model, *, samples=150, noise_scale=0.5, rule="gradient", patterns=None, seed=None,
+                 batch_size=64):
+        super().__init__(model, samples=samples, noise_scale=noise_scale, rule=rule, patterns=patterns,
+                         seed=seed, batch_size=batch_size)
+
+    def _make_aggregator(self):
+        return A.TaylorRoots(self.samples, self.noise_scale)
+
+
+class RandomAnalyzer(Analyzer):
+    """The degradation benchmark's control: attributions drawn uniformly from [0, 1), independent of the model."""
+
+    def __init__(self, model, *, seed=None, batch_size=64):
+        super().__init__(model, seed=seed, batch_size=batch_size)
+
+    def analyze(self, x, neuron_selection="max_activation"):
+        x = check_inputs(x, self._input_shape)
+        resolve_neurons(neuron_selection, x.shape[0], self._output_width, lambda: self.predict(x))
+        return np.random.default_rng(self._next_seed()).random(x.shape, dtype=np.float32)
