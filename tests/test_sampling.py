@@ -183,3 +183,35 @@ def test_bad_settings(dense_model, name, kwargs, message):
         return
     with pytest.raises(ValueError, match=message):
         create_analyzer(name, dense_model, **kwargs)
+
+
+@pytest.mark.parametrize("criterion", ["aupc", "total_variation"])
+def test_adaptive_smooth_taylor_keeps_the_best_candidate_per_input(criterion):
+    from pgig_tf.degradation import Degrader, aupc
+    from pgig_tf.smoothness import autvc
+
+    model = set_random_weights(keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Conv2D(3, 3, activation="relu"),
+                                                 keras.layers.Flatten(), keras.layers.Dense(3)]), 5, scale=0.3)
+    x = np.random.default_rng(3).random((4, 12, 12, 1)).astype(np.float32)
+    candidates = (0.05, 0.3, 0.9)
+    adaptive = create_analyzer("smooth_taylor", model, samples=6, noise_scale="adaptive", candidates=candidates,
+                               criterion=criterion, patch_size=3, num_steps=8, seed=4)
+    chosen = adaptive.analyze(x, 1)
+    fixed = np.stack([create_analyzer("smooth_taylor", model, samples=6, noise_scale=c, seed=4).analyze(x, 1)
+                      for c in candidates])
+    if criterion == "aupc":
+        degrader = Degrader(model, patch_size=3, num_steps=8)
+        scores = np.stack([aupc(degrader.curves(x, m, [1] * 4)) for m in fixed])
+    else:
+        scores = np.stack([autvc(m) for m in fixed])
+    best = scores.argmin(0)
+    np.testing.assert_array_equal(adaptive.chosen_noise_scales, np.array(candidates)[best])
+    np.testing.assert_allclose(chosen, fixed[best, np.arange(4)], rtol=1e-6, atol=1e-9)
+    assert len(set(best.tolist())) > 1 or criterion == "total_variation"
+
+
+def test_adaptive_errors(dense_model):
+    with pytest.raises(ValueError, match="criterion must be 'aupc' or 'total_variation'"):
+        create_analyzer("smooth_taylor", dense_model, noise_scale="adaptive", criterion="ssim")
+    with pytest.raises(ValueError, match="noise_scale must be a finite number"):
+        create_analyzer("smooth_taylor", dense_model, noise_scale="adaptiv")

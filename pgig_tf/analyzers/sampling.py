@@ -10,6 +10,8 @@ import tensorflow as tf
 
 from .. import aggregators as A
 from ..data import iterate_batches
+from ..degradation import Degrader, aupc
+from ..smoothness import autvc
 from ..validation import (
     check_baseline, check_inputs, check_noise_scale, check_positive_int, resolve_neurons,
 )
@@ -127,16 +129,53 @@ class ExpectedGradientsAnalyzer(_SamplingAnalyzer):
 class SmoothTaylorAnalyzer(_SamplingAnalyzer):
     """SmoothTaylor (Goh et al., Eq. 6, 8): 1/R Σ_r (x - z_r) ∇f(z_r), roots z_r = x + eps_r.
 
-    For `noise_scale="adaptive"` see `AdaptiveSmoothTaylorAnalyzer`.
+    noise_scale="adaptive" is the paper's adaptive noising: every candidate in
+    `candidates` is tried (same seed) and each input keeps the map that minimises
+    `criterion`, 'aupc' (its degradation curve's area; image models) or 'total_variation'
+    (its AUTVC). The chosen scales of the last call are in `chosen_noise_scales`.
     """
 
-    def __init__(self, model, *, samples=150, noise_scale=0.5, rule="gradient", patterns=None, seed=None,
+    def __init__(self, model, *, samples=150, noise_scale=0.5, candidates=(0.1, 0.3, 0.5, 0.7, 0.9),
+                 criterion="aupc", patch_size=9, num_steps=100, rule="gradient", patterns=None, seed=None,
                  batch_size=64):
-        super().__init__(model, samples=samples, noise_scale=noise_scale, rule=rule, patterns=patterns,
-                         seed=seed, batch_size=batch_size)
+        self.adaptive = isinstance(noise_scale, str) and noise_scale == "adaptive"
+        super().__init__(model, samples=samples, noise_scale=0.0 if self.adaptive else noise_scale, rule=rule,
+                         patterns=patterns, seed=seed, batch_size=batch_size)
+        self.candidates = tuple(check_noise_scale(c, "candidates") for c in candidates)
+        if not self.candidates:
+            raise ValueError("candidates must name at least one noise_scale")
+        if criterion not in ("aupc", "total_variation"):
+            raise ValueError(f"criterion must be 'aupc' or 'total_variation', got {criterion!r}")
+        self.criterion = criterion
+        self.patch_size, self.num_steps = patch_size, num_steps
+        self.chosen_noise_scales = None
+        self._candidate_engines = {}
 
     def _make_aggregator(self):
         return A.TaylorRoots(self.samples, self.noise_scale)
+
+    def analyze(self, x, neuron_selection="max_activation"):
+        if not self.adaptive:
+            return super().analyze(x, neuron_selection)
+        x = check_inputs(x, self._input_shape)
+        targets = resolve_neurons(neuron_selection, x.shape[0], self._output_width, lambda: self.predict(x))
+        seed = self._next_seed()
+        maps = np.stack([self._candidate_engine(c)(x, targets, seed=seed) for c in self.candidates])
+        if self.criterion == "aupc":
+            degrader = Degrader(self.model, self.patch_size, self.num_steps, batch_size=self.batch_size)
+            scores = np.stack([aupc(degrader.curves(x, m, targets)) for m in maps])
+        else:
+            scores = np.stack([autvc(m) for m in maps])
+        best = np.argmin(scores, axis=0)
+        self.chosen_noise_scales = np.asarray(self.candidates)[best]
+        return maps[best, np.arange(len(x))]
+
+    def _candidate_engine(self, noise_scale):
+        if noise_scale not in self._candidate_engines:
+            self.noise_scale = noise_scale
+            self._engine = None
+            self._candidate_engines[noise_scale] = self._get_engine()
+        return self._candidate_engines[noise_scale]
 
 
 class RandomAnalyzer(Analyzer):
