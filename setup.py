@@ -18,6 +18,7 @@ setup(
         "tensorflow-datasets>=4.9",
         "numpy>=1.23",
         "matplotlib>=3.6",
+        "scikit-learn>=1.2",  # the embedded default's real dataset (load_digits ships with it)
     ],
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],
@@ -27,6 +28,7 @@ setup(
     entry_points={
         "console_scripts": [
             "pgig-stress-test=pgig_tf.cli.stress_test:main",
+            "pgig-degradation-benchmark=pgig_tf.cli.degradation_benchmark:main",
         ],
     },
 )

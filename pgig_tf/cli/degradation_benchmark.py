@@ -1,0 +1,237 @@
+"""The image degradation benchmark (PGIG paper §5-6, Fig. 3) with AUPC/AUTVC: results.json, curves.png, heatmaps.png.
+
+With no arguments it runs offline on the embedded default: a small VGG-style CNN trained
+(once, then cached) on scikit-learn's handwritten digits. `--model vgg16 --dataset
+imagenet2012 --manual-dir DIR` runs the paper's setting on TFDS ImageNet.
+"""
+
+import argparse
+import glob
+import inspect
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+EMBEDDED = "digits"
+
+
+def parse_args(argv=None):
+    from ..benchmark import DEFAULT_METHODS
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="results", help="output folder (default results/)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds training, noise and the random control")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated create_analyzer names")
+    parser.add_argument("--num-images", type=int, default=None,
+                        help="images to evaluate (default: all 359 held-out digits; 1000 for a TFDS dataset)")
+    parser.add_argument("--images-per-batch", type=int, default=32, help="images analysed per step (default 32)")
+    parser.add_argument("--batch-size", type=int, default=64, help="model evaluations per compiled call (default 64)")
+    parser.add_argument("--patch-size", type=int, default=None, help="patch side (default 4 for digits, 9 otherwise)")
+    parser.add_argument("--num-steps", type=int, default=None,
+                        help="patches perturbed, K (default: all 64 for digits, 100 otherwise)")
+    parser.add_argument("--replacement", default=None,
+                        help="patch_mean, image_mean or a number (default image_mean for digits, patch_mean otherwise)")
+    parser.add_argument("--absolute", action="store_true", help="rank patches by |attribution| instead of signed")
+    parser.add_argument("--true-label", action="store_true", help="follow the true label, not the clean prediction")
+    parser.add_argument("--model", default=EMBEDDED, help="digits (default), vgg16, or a .keras model file")
+    parser.add_argument("--dataset", default=EMBEDDED, help="digits (default), imagenet2012 or any TFDS image dataset")
+    parser.add_argument("--split", default=None, help="TFDS split to evaluate (default validation, else test)")
+    parser.add_argument("--background-split", default="train", help="TFDS split for patterns fitting/EG background")
+    parser.add_argument("--num-background", type=int, default=1000, help="background images for Expected Gradients")
+    parser.add_argument("--data-dir", default=None, help="TFDS data directory")
+    parser.add_argument("--manual-dir", default=None, help="TFDS manual directory (ImageNet's tar files)")
+    parser.add_argument("--preprocessing", default="caffe225", help="vgg16: caffe225 (reference code) or crop224 (paper text)")
+    parser.add_argument("--weights", default="imagenet", help="vgg16 weights: imagenet or a local weights file")
+    parser.add_argument("--patterns", default=None, help="patterns file (default: fitted on the training data)")
+    parser.add_argument("--patterns-format", default="npz", choices=["npz", "reference"],
+                        help="npz (pgig_tf's) or reference (the PatternNet authors' VGG16 A_0..A_15 file)")
+    parser.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "pgig_tf"),
+                        help="where the embedded model is cached")
+    parser.add_argument("--num-shards", type=int, default=1)
+    parser.add_argument("--shard-index", type=int, default=0)
+    parser.add_argument("--checkpoint-every", type=int, default=2, help="batches between checkpoints")
+    parser.add_argument("--merge", action="store_true", help="combine the shard checkpoints in --out into results")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if not 0 <= args.shard_index < args.num_shards:
+        parser.error(f"--shard-index must be in [0, {args.num_shards}), got {args.shard_index}")
+    embedded = args.model == EMBEDDED
+    args.patch_size = args.patch_size or (4 if embedded else 9)
+    args.num_steps = args.num_steps or (64 if embedded else 100)
+    args.replacement = args.replacement or ("image_mean" if embedded else "patch_mean")
+    try:
+        args.replacement = float(args.replacement)
+    except ValueError:
+        pass
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    return args
+
+
+def method_settings(name):
+    """The paper's hyperparameters (App. A) and seed 002's for SmoothTaylor."""
+    return {
+        "integrated_gradients": {"steps": 25, "baseline": 0.0},
+        "pgig": {"steps": 25, "baseline": 0.0},
+        "smoothgrad_squared": {"samples": 25, "noise_scale": 0.15},
+        "vargrad": {"samples": 25, "noise_scale": 0.15},
+        "smoothgrad": {"samples": 25, "noise_scale": 0.15},
+        "smoothgrad_ig": {"steps": 25, "samples": 25, "noise_scale": 0.15},
+        "expected_gradients": {"samples": 49},
+        "smooth_taylor": {"samples": 150, "noise_scale": 0.5},
+        "noise_baseline_ig": {"steps": 50, "samples": 10},
+    }.get(name, {})
+
+
+def build_analyzers(model, methods, patterns, background, batch_size, seed):
+    from .. import ANALYZERS, create_analyzer
+
+    analyzers = {}
+    for name in methods:
+        if name not in ANALYZERS:
+            raise SystemExit(f"unknown method {name!r}; choose from {', '.join(ANALYZERS)}")
+        kwargs = dict(method_settings(name), batch_size=batch_size)
+        if name in ("pattern_net", "pattern_attribution", "pgig"):
+            kwargs["patterns"] = patterns
+        if "seed" in inspect.signature(ANALYZERS[name].__init__).parameters:
+            kwargs["seed"] = seed
+        analyzer = create_analyzer(name, model, **kwargs)
+        if name == "expected_gradients":
+            analyzer.set_background(background)
+        analyzers[name] = analyzer
+    return analyzers
+
+
+def load_setting(args):
+    """(model, test accuracy or None, images, labels, patterns, background images, description dict)."""
+    from ..digits import trained_digits_cnn
+    from ..pattern_fitting import fit_patterns
+    from ..patterns import Patterns
+
+    if args.model == EMBEDDED and args.dataset == EMBEDDED:
+        model, accuracy, (x_train, y_train, x_test, y_test) = trained_digits_cnn(
+            args.cache_dir, seed=args.seed, verbose=not args.quiet)
+        count = min(args.num_images or len(x_test), len(x_test))
+        images, labels = x_test[:count], y_test[:count]
+        if args.patterns:
+            patterns = Patterns.load(args.patterns)
+        else:
+            patterns = fit_patterns(model, x_train, verbose=False)
+        background = x_train[: args.num_background]
+        description = {"model": "digits_cnn", "dataset": "sklearn load_digits (32x32, [-1, 1])",
+                       "train_images": int(len(x_train)), "test_images": int(len(x_test))}
+        return model, accuracy, images, labels, patterns, background, description
+    from .. import imagenet
+
+    return imagenet.benchmark_setting(args)
+
+
+def fingerprint_of(args):
+    keys = ("seed", "methods", "num_images", "images_per_batch", "batch_size", "patch_size", "num_steps",
+            "replacement", "absolute", "true_label", "model", "dataset", "split", "preprocessing", "weights",
+            "patterns", "patterns_format", "num_shards", "num_background")
+    return {key: getattr(args, key) for key in keys}
+
+
+def versions():
+    import keras
+    import tensorflow as tf
+
+    from .. import __version__
+
+    return {"pgig_tf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "python": sys.version.split()[0], "machine": platform.platform(),
+            "cpu_count": os.cpu_count()}
+
+
+def write_results(out, fingerprint, totals, model_info, examples_path):
+    from ..plots import plot_degradation_curves, plot_heatmap_grid
+
+    methods = {name: t.summary() for name, t in totals.items()}
+    results = {"settings": fingerprint, "model": model_info, "versions": versions(),
+               "num_images": next(iter(methods.values()))["num_images"],
+               "aupc_definition": "trapezoid over k = 0..K with unit spacing of the mean curve (probability x patches)",
+               "autvc_definition": "trapezoid over scales 1, 2, 4, 8 (those that fit) of the total variation of the "
+                                   "channel-summed map divided by its max |value|",
+               "methods": methods}
+    with open(os.path.join(out, "results.json"), "w") as handle:
+        json.dump(results, handle, indent=1)
+    plot_degradation_curves(methods, os.path.join(out, "curves.png"),
+                            title=f"image degradation, {model_info.get('model', '')} (steeper is better)")
+    if os.path.exists(examples_path):
+        with np.load(examples_path) as data:
+            images = data["__images__"]
+            maps = {name: data[name] for name in totals if name in data.files}
+        plot_heatmap_grid(images, maps, os.path.join(out, "heatmaps.png"))
+    return results
+
+
+def print_table(results):
+    rows = sorted(results["methods"].items(), key=lambda item: item[1]["aupc"])
+    print(f"{'method':<22}{'AUPC':>9}{'AUTVC':>9}{'s/image':>10}")
+    for name, r in rows:
+        print(f"{name:<22}{r['aupc']:>9.3f}{r['autvc']:>9.3f}{r['seconds_per_image']:>10.4f}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    from ..benchmark import merge_states, run_benchmark, state_path
+
+    info_path = os.path.join(args.out, "model_info.json")
+    examples_path = os.path.join(args.out, "examples.npz")
+    if args.merge:
+        paths = sorted(glob.glob(os.path.join(args.out, f"state-shard*of{args.num_shards}.json")))
+        if len(paths) != args.num_shards:
+            raise SystemExit(f"found {len(paths)} of {args.num_shards} shard checkpoints in {args.out}")
+        fingerprint, totals = merge_states(paths)
+        with open(info_path) as handle:
+            model_info = json.load(handle)
+        print_table(write_results(args.out, fingerprint, totals, model_info, examples_path))
+        return
+
+    import tensorflow as tf
+
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+    tf.config.experimental.enable_op_determinism()
+    started = time.perf_counter()
+    model, accuracy, images, labels, patterns, background, description = load_setting(args)
+    model_info = dict(description, test_accuracy=accuracy)
+    with open(info_path, "w") as handle:
+        json.dump(model_info, handle, indent=1)
+    shard = np.array_split(np.arange(len(images)), args.num_shards)[args.shard_index]
+    images, labels = images[shard], labels[shard]
+    from ..degradation import Degrader
+
+    degrader = Degrader(model, args.patch_size, args.num_steps, args.replacement, args.absolute, args.batch_size)
+    analyzers = build_analyzers(model, args.methods, patterns, background, args.batch_size, args.seed)
+    step = args.images_per_batch
+    batches = ((images[i:i + step], labels[i:i + step] if args.true_label else None)
+               for i in range(0, len(images), step))
+    num_batches = -(-len(images) // step)
+    fingerprint = fingerprint_of(args)
+    checkpoint = state_path(args.out, args.shard_index, args.num_shards)
+    state, examples = run_benchmark(
+        analyzers, degrader, batches, num_batches, checkpoint, fingerprint,
+        checkpoint_every=args.checkpoint_every, keep_examples=6 if args.shard_index == 0 else 0,
+        batch_seed=lambda index: (args.seed * 1_000_003 + index * 7919 + args.shard_index * 104_729) % (2**31 - 1),
+        verbose=not args.quiet,
+    )
+    if examples:
+        np.savez(examples_path, **examples)
+    if args.num_shards == 1:
+        results = write_results(args.out, fingerprint, state["totals"], model_info, examples_path)
+        print_table(results)
+        print(f"test accuracy {accuracy}; {time.perf_counter() - started:.0f} s in all; wrote "
+              f"{os.path.join(args.out, 'results.json')}, curves.png, heatmaps.png")
+    else:
+        print(f"shard {args.shard_index} of {args.num_shards} done; run again with --merge when all are")
+
+
+if __name__ == "__main__":
+    main()
