@@ -29,6 +29,7 @@ setup(
         "console_scripts": [
             "pgig-stress-test=pgig_tf.cli.stress_test:main",
             "pgig-degradation-benchmark=pgig_tf.cli.degradation_benchmark:main",
+            "pgig-explain=pgig_tf.cli.explain:main",
         ],
     },
 )

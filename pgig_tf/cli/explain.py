@@ -1,0 +1,78 @@
+"""Explains a Keras model's predictions on image files: one PNG grid of heatmaps, methods as columns."""
+
+import argparse
+import os
+
+import numpy as np
+
+PREPROCESSING = ("unit", "zero_one", "caffe", "none")
+
+
+def load_images(paths, height, width, channels, preprocessing):
+    """Image files resized (squashed) to the model's input size and preprocessed; (n, H, W, C) float32."""
+    import keras
+
+    mode = "grayscale" if channels == 1 else "rgb"
+    raw = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, color_mode=mode, target_size=(height, width)))
+                    for p in paths]).astype(np.float32)
+    if preprocessing == "unit":
+        return raw / 127.5 - 1.0
+    if preprocessing == "zero_one":
+        return raw / 255.0
+    if preprocessing == "caffe":
+        return keras.applications.vgg16.preprocess_input(raw)
+    return raw
+
+
+def main(argv=None):
+    from .. import ANALYZERS
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model", help="a Keras model file (.keras or .h5)")
+    parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    parser.add_argument("--methods", default="gradient,integrated_gradients,guided_backprop,pattern_attribution,pgig",
+                        help=f"comma-separated, from: {', '.join(ANALYZERS)}")
+    parser.add_argument("--patterns", help="patterns .npz for the pattern methods (see scripts/fit_patterns.py)")
+    parser.add_argument("--background", help="a .npy of preprocessed inputs: Expected Gradients' background")
+    parser.add_argument("--preprocessing", default="unit", choices=PREPROCESSING,
+                        help="unit: [-1, 1] (default); zero_one: [0, 1]; caffe: VGG16's BGR mean subtraction; none")
+    parser.add_argument("--neuron", type=int, default=None, help="output unit to explain (default: the prediction)")
+    parser.add_argument("--out", default="results/explain.png")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from .. import Patterns, create_analyzer
+    from ..plots import plot_heatmap_grid
+
+    model = keras.models.load_model(args.model, compile=False)
+    _, height, width, channels = model.inputs[0].shape
+    x = load_images(args.images, height, width, channels, args.preprocessing)
+    patterns = Patterns.load(args.patterns) if args.patterns else None
+    outputs = model.predict(x, verbose=0).reshape(len(x), -1)
+    targets = outputs.argmax(1) if args.neuron is None else np.full(len(x), args.neuron)
+    maps = {}
+    for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        if name not in ANALYZERS:
+            raise SystemExit(f"unknown method {name!r}; choose from {', '.join(ANALYZERS)}")
+        kwargs = {}
+        if name in ("pattern_net", "pattern_attribution", "pgig"):
+            if patterns is None:
+                raise SystemExit(f"{name} needs --patterns (fit them with scripts/fit_patterns.py)")
+            kwargs["patterns"] = patterns
+        if name == "expected_gradients":
+            if not args.background:
+                raise SystemExit("expected_gradients needs --background (a .npy of preprocessed inputs)")
+            kwargs["baselines"] = np.load(args.background)
+        analyzer = create_analyzer(name, model, **kwargs)
+        analyzer.seed = args.seed  # used by the sampling methods only
+        maps[name] = analyzer.analyze(x, neuron_selection=targets)
+    titles = [f"{os.path.basename(p)}\nclass {t}: {outputs[i, t]:.3f}" for i, (p, t) in enumerate(zip(args.images, targets))]
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    plot_heatmap_grid(x, maps, args.out, row_titles=titles)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The main job end to end on the embedded default (tiny settings): files, determinism, shards + merge."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pgig_tf.cli import degradation_benchmark as cli
+
+METHODS = "gradient,pgig,expected_gradients,smoothgrad_squared,random"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+def run(out, cache, *extra):
+    cli.main(["--out", str(out), "--cache-dir", cache, "--num-images", "12", "--images-per-batch", "4",
+              "--methods", METHODS, "--quiet", *extra])
+    return json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else None
+
+
+def test_writes_results_curves_and_heatmaps(tmp_path, cache):
+    results = run(tmp_path, cache)
+    assert set(results["methods"]) == set(METHODS.split(","))
+    assert results["model"]["test_accuracy"] > 0.9  # the cached CNN really learned the digits
+    for name, r in results["methods"].items():
+        assert len(r["curve"]) == 65 and len(r["stderr"]) == 65 and r["num_images"] == 12
+        assert r["aupc"] == pytest.approx(sum((a + b) / 2 for a, b in zip(r["curve"][1:], r["curve"][:-1])))
+        assert r["seconds"] > 0
+    for picture in ("curves.png", "heatmaps.png"):
+        assert (tmp_path / picture).read_bytes()[:4] == b"\x89PNG"
+    assert results["versions"]["tensorflow"] and results["settings"]["seed"] == 0
+
+
+def test_same_seed_same_numbers_other_seed_other_noise(tmp_path, cache):
+    first = run(tmp_path / "a", cache)
+    second = run(tmp_path / "b", cache)
+    for name in first["methods"]:
+        assert first["methods"][name]["curve"] == second["methods"][name]["curve"]
+    third = run(tmp_path / "c", cache, "--seed", "0", "--methods", "random")
+    fourth = run(tmp_path / "d", cache, "--seed", "0", "--methods", "random", "--images-per-batch", "3")
+    assert third["methods"]["random"]["curve"] != fourth["methods"]["random"]["curve"]  # settings change the draws
+
+
+def test_shards_then_merge(tmp_path, cache):
+    whole = run(tmp_path / "whole", cache)
+    out = tmp_path / "sharded"
+    for index in range(2):
+        assert run(out, cache, "--num-shards", "2", "--shard-index", str(index)) is None
+    cli.main(["--out", str(out), "--merge", "--num-shards", "2"])
+    merged = json.loads((out / "results.json").read_text())
+    for name in ("gradient", "pgig"):  # deterministic methods: the same images give the same curves
+        np.testing.assert_allclose(merged["methods"][name]["curve"], whole["methods"][name]["curve"], rtol=1e-5)
+    assert merged["methods"]["random"]["num_images"] == 12
+
+
+def test_a_finished_run_restarted_recomputes_nothing(tmp_path, cache):
+    first = run(tmp_path, cache)
+    again = run(tmp_path, cache)
+    for name in first["methods"]:
+        assert again["methods"][name]["curve"] == first["methods"][name]["curve"]
+        assert again["methods"][name]["seconds"] == first["methods"][name]["seconds"]  # no new time was spent
