@@ -113,7 +113,9 @@ PREPROCESSING = {"caffe225": (preprocess_caffe, 225), "crop224": (preprocess_cro
 def _apply(run, images):
     """Runs `run` on a float32 (n, H, W, 3) tensor made from `images`; returns the caller's kind of array."""
     if isinstance(images, (list, tuple)):
-        return np.stack([_apply(run, image) for image in images]) if len(images) else np.zeros((0,), np.float32)
+        if not images:
+            raise ValueError("images is an empty list")
+        return np.stack([_apply(run, image) for image in images])
     is_tensor = tf.is_tensor(images)
     x = tf.cast(tf.convert_to_tensor(images), tf.float32)
     if x.shape.rank not in (3, 4):
@@ -341,7 +343,7 @@ def _from_reference(array, layer, chw):
         if chw is None:
             return array
         channels, height, width = chw
-        rows = array.reshape(channels, width, height, -1).transpose(2, 1, 0, 3)
+        rows = array.reshape(channels, height, width, -1).transpose(1, 2, 0, 3)
         return np.ascontiguousarray(rows.reshape(channels * height * width, -1))
     spatial = array.ndim - 2
     return np.ascontiguousarray(array.transpose(*range(2, 2 + spatial), 1, 0))

@@ -62,3 +62,35 @@ def test_a_finished_run_restarted_recomputes_nothing(tmp_path, cache):
     for name in first["methods"]:
         assert again["methods"][name]["curve"] == first["methods"][name]["curve"]
         assert again["methods"][name]["seconds"] == first["methods"][name]["seconds"]  # no new time was spent
+
+
+def test_tfds_dataset_with_a_model_file(tmp_path):
+    """Any TFDS image dataset with --model PATH.keras, on TFDS' mock data (offline)."""
+    import keras
+    import tensorflow_datasets as tfds
+
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.MaxPooling2D(), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    model.save(tmp_path / "mnist.keras")
+    with tfds.testing.mock_data(num_examples=10):
+        cli.main(["--out", str(tmp_path / "out"), "--model", str(tmp_path / "mnist.keras"), "--dataset", "mnist",
+                  "--num-images", "6", "--images-per-batch", "4", "--num-background", "5", "--patch-size", "4",
+                  "--num-steps", "20", "--methods", "gradient,pattern_attribution,expected_gradients", "--quiet"])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["model"]["dataset"] == "mnist:test"
+    assert all(r["num_images"] == 6 and len(r["curve"]) == 21 for r in results["methods"].values())
+
+
+def test_vgg16_on_mock_imagenet(tmp_path):
+    """The paper's setting (VGG16 at 225, caffe preprocessing, 9x9 patches), with weights=None and mock ImageNet."""
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=4):
+        cli.main(["--out", str(tmp_path), "--model", "vgg16", "--weights", "none", "--dataset", "imagenet2012",
+                  "--manual-dir", str(tmp_path / "manual"), "--num-images", "2", "--images-per-batch", "2",
+                  "--num-background", "2", "--num-steps", "3", "--methods", "gradient,pattern_attribution",
+                  "--quiet"])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["model"]["preprocessing"] == "caffe225" and results["settings"]["patch_size"] == 9
+    assert set(results["methods"]) == {"gradient", "pattern_attribution"}
+    assert all(r["num_images"] == 2 and len(r["curve"]) == 4 for r in results["methods"].values())

@@ -45,7 +45,8 @@ def parse_args(argv=None):
     parser.add_argument("--data-dir", default=None, help="TFDS data directory")
     parser.add_argument("--manual-dir", default=None, help="TFDS manual directory (ImageNet's tar files)")
     parser.add_argument("--preprocessing", default="caffe225", help="vgg16: caffe225 (reference code) or crop224 (paper text)")
-    parser.add_argument("--weights", default="imagenet", help="vgg16 weights: imagenet or a local weights file")
+    parser.add_argument("--weights", default="imagenet",
+                        help="vgg16 weights: imagenet (needs the internet once), none (random), or a local weights file")
     parser.add_argument("--patterns", default=None, help="patterns file (default: fitted on the training data)")
     parser.add_argument("--patterns-format", default="npz", choices=["npz", "reference"],
                         help="npz (pgig_tf's) or reference (the PatternNet authors' VGG16 A_0..A_15 file)")
@@ -105,28 +106,111 @@ def build_analyzers(model, methods, patterns, background, batch_size, seed):
     return analyzers
 
 
-def load_setting(args):
-    """(model, test accuracy or None, images, labels, patterns, background images, description dict)."""
-    from ..digits import trained_digits_cnn
-    from ..pattern_fitting import fit_patterns
+class Setting:
+    """What a run explains: the model, its evaluation images (as batches of one shard), patterns, background."""
+
+    def __init__(self, model, accuracy, batches, num_images, patterns, background, description):
+        self.model, self.accuracy, self.batches, self.num_images = model, accuracy, batches, num_images
+        self.patterns, self.background, self.description = patterns, background, description
+
+
+def _array_batches(images, labels, args):
+    """The shard's images (every num_shards-th from shard_index, as TFDS' shard does) in batches."""
+    images, labels = images[args.shard_index::args.num_shards], labels[args.shard_index::args.num_shards]
+    step = args.images_per_batch
+    return (((images[i:i + step], labels[i:i + step]) for i in range(0, len(images), step)), len(images))
+
+
+def _load_patterns(args, model):
     from ..patterns import Patterns
 
-    if args.model == EMBEDDED and args.dataset == EMBEDDED:
+    if args.patterns_format == "reference":
+        from ..imagenet import load_reference_vgg16_patterns
+
+        return load_reference_vgg16_patterns(args.patterns, model)
+    return Patterns.load(args.patterns)
+
+
+def digits_setting(args, model=None):
+    """The embedded default: the cached digits CNN (or `model`) on held-out digits; patterns fitted on the rest."""
+    from ..digits import load_digits_images, trained_digits_cnn
+    from ..pattern_fitting import fit_patterns
+
+    if model is None:
         model, accuracy, (x_train, y_train, x_test, y_test) = trained_digits_cnn(
             args.cache_dir, seed=args.seed, verbose=not args.quiet)
-        count = min(args.num_images or len(x_test), len(x_test))
-        images, labels = x_test[:count], y_test[:count]
-        if args.patterns:
-            patterns = Patterns.load(args.patterns)
-        else:
-            patterns = fit_patterns(model, x_train, verbose=False)
-        background = x_train[: args.num_background]
-        description = {"model": "digits_cnn", "dataset": "sklearn load_digits (32x32, [-1, 1])",
-                       "train_images": int(len(x_train)), "test_images": int(len(x_test))}
-        return model, accuracy, images, labels, patterns, background, description
-    from .. import imagenet
+        name = "digits_cnn"
+    else:
+        x_train, y_train, x_test, y_test = load_digits_images(args.seed)
+        accuracy = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test))
+        name = args.model
+    count = min(args.num_images or len(x_test), len(x_test))
+    patterns = _load_patterns(args, model) if args.patterns else fit_patterns(model, x_train, verbose=False)
+    batches, num_images = _array_batches(x_test[:count], y_test[:count], args)
+    description = {"model": name, "dataset": "sklearn load_digits (32x32, [-1, 1])",
+                   "train_images": int(len(x_train)), "test_images": int(len(x_test))}
+    return Setting(model, accuracy, batches, num_images, patterns, x_train[: args.num_background], description)
 
-    return imagenet.benchmark_setting(args)
+
+def _unit_preprocessing(height, width, channels):
+    """For a model of our own: squash to its input size, match its channels, scale to [-1, 1]."""
+    import tensorflow as tf
+
+    def preprocess(image):
+        image = tf.image.resize(tf.cast(image, tf.float32), (height, width))
+        if channels == 1 and image.shape[-1] == 3:
+            image = tf.image.rgb_to_grayscale(image)
+        elif channels == 3 and image.shape[-1] == 1:
+            image = tf.image.grayscale_to_rgb(image)
+        return image / 127.5 - 1.0
+
+    return preprocess
+
+
+def tfds_setting(args):
+    """VGG16 (or a .keras model) on a TFDS image dataset, streamed in batches of this shard's images."""
+    import keras
+
+    from .. import imagenet
+    from ..pattern_fitting import fit_patterns
+
+    if args.model == "vgg16":
+        preprocess, size = imagenet.PREPROCESSING[args.preprocessing]
+        weights = None if args.weights == "none" else args.weights
+        model = imagenet.build_vgg16(input_size=size, weights=weights)
+        preprocess_name = args.preprocessing
+    else:
+        model = keras.models.load_model(args.model, compile=False)
+        _, height, width, channels = model.inputs[0].shape
+        preprocess, preprocess_name = _unit_preprocessing(height, width, channels), "unit (squash, [-1, 1])"
+    source = dict(data_dir=args.data_dir, manual_dir=args.manual_dir, preprocess=preprocess)
+    num_images = args.num_images or 1000
+    background, _ = imagenet.load_tfds_images(args.dataset, args.background_split,
+                                              num_images=args.num_background, **source)
+    patterns = _load_patterns(args, model) if args.patterns else fit_patterns(model, background, verbose=not args.quiet)
+    batches = (
+        (images, labels) for images, labels in imagenet.iterate_tfds_images(
+            args.dataset, args.split, batch_size=args.images_per_batch, num_images=num_images,
+            shard=(args.num_shards, args.shard_index), **source)
+    )
+    shard_count = len(range(args.shard_index, num_images, args.num_shards))
+    description = {"model": args.model, "dataset": f"{args.dataset}:{args.split}", "preprocessing": preprocess_name,
+                   "weights": args.weights if args.model == "vgg16" else args.model}
+    return Setting(model, None, batches, shard_count, patterns, background, description)
+
+
+def load_setting(args):
+    if args.dataset == EMBEDDED:
+        if args.model == EMBEDDED:
+            return digits_setting(args)
+        import keras
+
+        return digits_setting(args, keras.models.load_model(args.model, compile=False))
+    if args.model == EMBEDDED:
+        raise SystemExit("--dataset other than digits needs --model vgg16 or a .keras model file")
+    if args.split is None:
+        args.split = "validation" if args.dataset == "imagenet2012" else "test"
+    return tfds_setting(args)
 
 
 def fingerprint_of(args):
@@ -200,20 +284,18 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
     started = time.perf_counter()
-    model, accuracy, images, labels, patterns, background, description = load_setting(args)
-    model_info = dict(description, test_accuracy=accuracy)
+    setting = load_setting(args)
+    model_info = dict(setting.description, test_accuracy=setting.accuracy)
     with open(info_path, "w") as handle:
         json.dump(model_info, handle, indent=1)
-    shard = np.array_split(np.arange(len(images)), args.num_shards)[args.shard_index]
-    images, labels = images[shard], labels[shard]
     from ..degradation import Degrader
 
-    degrader = Degrader(model, args.patch_size, args.num_steps, args.replacement, args.absolute, args.batch_size)
-    analyzers = build_analyzers(model, args.methods, patterns, background, args.batch_size, args.seed)
-    step = args.images_per_batch
-    batches = ((images[i:i + step], labels[i:i + step] if args.true_label else None)
-               for i in range(0, len(images), step))
-    num_batches = -(-len(images) // step)
+    degrader = Degrader(setting.model, args.patch_size, args.num_steps, args.replacement, args.absolute,
+                        args.batch_size)
+    analyzers = build_analyzers(setting.model, args.methods, setting.patterns, setting.background,
+                                args.batch_size, args.seed)
+    batches = ((images, labels if args.true_label else None) for images, labels in setting.batches)
+    num_batches = -(-setting.num_images // args.images_per_batch)
     fingerprint = fingerprint_of(args)
     checkpoint = state_path(args.out, args.shard_index, args.num_shards)
     state, examples = run_benchmark(
@@ -227,7 +309,7 @@ def main(argv=None):
     if args.num_shards == 1:
         results = write_results(args.out, fingerprint, state["totals"], model_info, examples_path)
         print_table(results)
-        print(f"test accuracy {accuracy}; {time.perf_counter() - started:.0f} s in all; wrote "
+        print(f"test accuracy {setting.accuracy}; {time.perf_counter() - started:.0f} s in all; wrote "
               f"{os.path.join(args.out, 'results.json')}, curves.png, heatmaps.png")
     else:
         print(f"shard {args.shard_index} of {args.num_shards} done; run again with --merge when all are")
