@@ -30,6 +30,7 @@ setup(
             "pgig-stress-test=pgig_tf.cli.stress_test:main",
             "pgig-degradation-benchmark=pgig_tf.cli.degradation_benchmark:main",
             "pgig-explain=pgig_tf.cli.explain:main",
+            "pgig-fit-patterns=pgig_tf.cli.fit_patterns:main",
         ],
     },
 )

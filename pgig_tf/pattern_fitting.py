@@ -1,5 +1,7 @@
 """Fitting PatternNet/PatternAttribution patterns (PGIG paper Eq. 2) in one streaming pass over data."""
 
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -102,13 +104,16 @@ def _is_identity(activation):
     return activation is None or activation is keras.activations.linear
 
 
-def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True):
+def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoint=None, checkpoint_every=50):
     """Fits a pattern for every Dense/Conv layer of `model` from `data`, in one pass (Eq. 2).
 
     kind="relu" uses the two-component estimator (E+ over the samples where a unit is
     active) for layers followed by a ReLU and the linear estimator elsewhere; kind="linear"
     uses the linear estimator everywhere. `data`: a numpy array, a tf.data.Dataset of x or
     (x, y), or an iterable of batches. Returns `Patterns`.
+
+    With `checkpoint` (an .npz path) the running sums are saved every `checkpoint_every`
+    batches; a restarted call with the same data skips the batches already counted.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -141,14 +146,45 @@ def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True):
 
     batches, total = iterate_batches(data, batch_size, len(input_shape) - 1)
     progress = keras.utils.Progbar(total, unit_name="batch") if verbose else None
-    num_samples = 0
+    batches_done, num_samples = _restore(checkpoint, statistics, kind) if checkpoint else (0, 0)
     for step, batch in enumerate(batches, start=1):
+        if step <= batches_done:
+            continue  # counted before a restart
         batch = check_inputs(batch, input_shape, name="data batch")
         accumulate(tf.constant(batch))
         num_samples += batch.shape[0]
+        if checkpoint and step % checkpoint_every == 0:
+            _save(checkpoint, statistics, kind, step, num_samples)
         if progress is not None:
             progress.update(step)
     if num_samples == 0:
         raise ValueError("data is empty: no sample to fit patterns on")
     arrays = {name: stats.pattern() for name, stats in statistics.items()}
     return Patterns(arrays, kind=kind, num_samples=num_samples)
+
+
+_SUMS = ("sum_xy", "sum_x", "active", "sum_y", "count")
+
+
+def _save(path, statistics, kind, batches_done, num_samples):
+    """Writes every layer's running sums and the position in the data (atomically)."""
+    arrays = {f"{name}/{field}": getattr(stats, field).numpy() for name, stats in statistics.items() for field in _SUMS}
+    arrays["__progress__"] = np.array([batches_done, num_samples], np.int64)
+    arrays["__kind__"] = np.array(kind)
+    temporary = str(path) + ".tmp.npz"
+    np.savez(temporary, **arrays)
+    os.replace(temporary, path)
+
+
+def _restore(path, statistics, kind):
+    """Loads the running sums of a checkpoint, if there is one; returns (batches done, samples done)."""
+    if not os.path.exists(path):
+        return 0, 0
+    with np.load(path, allow_pickle=False) as data:
+        if str(data["__kind__"]) != kind or any(f"{name}/sum_xy" not in data.files for name in statistics):
+            raise ValueError(f"checkpoint {path} belongs to another model or kind; delete it or use another path")
+        for name, stats in statistics.items():
+            for field in _SUMS:
+                getattr(stats, field).assign(data[f"{name}/{field}"])
+        batches_done, num_samples = (int(v) for v in data["__progress__"])
+    return batches_done, num_samples

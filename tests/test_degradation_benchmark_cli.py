@@ -94,3 +94,28 @@ def test_vgg16_on_mock_imagenet(tmp_path):
     assert results["model"]["preprocessing"] == "caffe225" and results["settings"]["patch_size"] == 9
     assert set(results["methods"]) == {"gradient", "pattern_attribution"}
     assert all(r["num_images"] == 2 and len(r["curve"]) == 4 for r in results["methods"].values())
+
+
+def test_fit_patterns_script_on_tfds_and_digits(tmp_path, cache):
+    import keras
+    import tensorflow_datasets as tfds
+
+    from pgig_tf import Patterns, fit_patterns
+    from pgig_tf.cli import fit_patterns as script
+    from pgig_tf.digits import trained_digits_cnn
+
+    script.main(["--out", str(tmp_path / "digits.npz"), "--cache-dir", cache, "--num-images", "40"])
+    model, _, (x_train, _, _, _) = trained_digits_cnn(cache)
+    direct = fit_patterns(model, x_train[:40], batch_size=32, verbose=False)  # the script's batches
+    loaded = Patterns.load(tmp_path / "digits.npz")
+    assert set(loaded) == set(direct) and loaded.num_samples == 40
+    for name in direct:
+        np.testing.assert_allclose(loaded[name], direct[name], rtol=1e-5, atol=1e-8)
+    small = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(2, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    small.save(tmp_path / "m.keras")
+    with tfds.testing.mock_data(num_examples=12):
+        script.main(["--model", str(tmp_path / "m.keras"), "--dataset", "mnist", "--batch-size", "5",
+                     "--out", str(tmp_path / "mnist.npz")])
+    assert Patterns.load(tmp_path / "mnist.npz").num_samples == 12
+    assert not (tmp_path / "mnist.npz.checkpoint.npz").exists()

@@ -122,3 +122,25 @@ def test_fit_errors(conv_model):
         fit_patterns(conv_model, np.zeros((0, 9, 9, 2), np.float32), verbose=False)
     with pytest.raises(ValueError, match="data is empty"):
         fit_patterns(conv_model, [], verbose=False)
+
+
+def test_fitting_resumes_from_a_checkpoint(tmp_path, conv_model):
+    data = np.random.default_rng(5).normal(0, 1, (50, 9, 9, 2)).astype(np.float32)
+    path = tmp_path / "fit.npz"
+
+    def killed_after(count):
+        for index, start in enumerate(range(0, 50, 5)):
+            if index == count:
+                raise KeyboardInterrupt("killed")
+            yield data[start:start + 5]
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_patterns(conv_model, killed_after(7), verbose=False, checkpoint=path, checkpoint_every=3)
+    resumed = fit_patterns(conv_model, (data[i:i + 5] for i in range(0, 50, 5)),
+                           verbose=False, checkpoint=path, checkpoint_every=3)
+    whole = fit_patterns(conv_model, data, batch_size=5, verbose=False)
+    assert resumed.num_samples == 50
+    for name in whole:
+        np.testing.assert_allclose(resumed[name], whole[name], rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="belongs to another model or kind"):
+        fit_patterns(conv_model, data, kind="linear", verbose=False, checkpoint=path)
