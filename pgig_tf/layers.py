@@ -111,3 +111,8 @@ def has_fused_relu(layer):
 def describe(layer):
     """`'name' (Class)`, for error messages."""
     return f"'{layer.name}' ({type(layer).__name__})"
+
+
+def inference_call(layer):
+    """Calls `layer` in inference mode (Keras drops `training` for layers that take none)."""
+    return lambda *args, **kwargs: layer(*args, **{**kwargs, "training": False})

@@ -10,6 +10,7 @@ from . import layers as L
 from .data import iterate_batches
 from .graph import consumers, leaf_layers, run_graph
 from .patterns import Patterns
+from .rules import LayerwiseRule
 from .validation import check_inputs, check_positive_int, model_io
 
 KINDS = ("relu", "linear")
@@ -129,14 +130,12 @@ def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoi
     relu_names = relu_fed_layers(model) if kind == "relu" else set()
     statistics = {layer.name: _LayerStatistics(layer, layer.name in relu_names) for layer in kernel_layers}
 
-    from .rules import _LayerwiseRule  # the same layer support as the pattern rules
-
-    _LayerwiseRule().check_model(model)
+    LayerwiseRule().check_model(model)  # the same layer support as the pattern rules
 
     def substitute(layer):
         if layer.name in statistics and statistics[layer.name].layer is layer:
             return lambda x, **kwargs: statistics[layer.name].update(tf.convert_to_tensor(x))
-        return lambda *args, **kwargs: layer(*args, **{**kwargs, "training": False})
+        return L.inference_call(layer)
 
     signature = [tf.TensorSpec((None,) + tuple(input_shape[1:]), tf.float32)]
 

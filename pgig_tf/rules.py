@@ -24,8 +24,11 @@ class Rule:
         """Raises ValueError, naming the layer, if the rule cannot rewrite some layer of `model`."""
 
 
-class _LayerwiseRule(Rule):
-    """A rule that treats kernel layers and ReLUs specially and knows which other layers are safe."""
+class LayerwiseRule(Rule):
+    """A rule that treats kernel layers and ReLUs specially and knows which other layers are safe.
+
+    Its layer support (and `check_model`) is shared by all non-plain rules and by pattern fitting.
+    """
 
     def forward(self, model, x):
         return run_graph(model, x, self.substitute)
@@ -36,7 +39,7 @@ class _LayerwiseRule(Rule):
         if L.is_relu_layer(layer):
             return lambda x, **kwargs: self._relu(x)
         if isinstance(layer, L.PASS_THROUGH_TYPES) or L.is_activation_layer(layer):
-            return _inference_call(layer)
+            return L.inference_call(layer)
         raise _unsupported(layer, self.name)
 
     def check_model(self, model):
@@ -60,7 +63,7 @@ class _LayerwiseRule(Rule):
         return tf.nn.relu(x)
 
 
-class GuidedBackpropRule(_LayerwiseRule):
+class GuidedBackpropRule(LayerwiseRule):
     """Guided Backprop: at each ReLU only positive gradient passes, and only where the input was positive."""
 
     name = "guided_backprop"
@@ -79,7 +82,7 @@ def _guided_relu(x):
     return y, grad
 
 
-class _PatternRule(_LayerwiseRule):
+class _PatternRule(LayerwiseRule):
     """A rule whose backward pass through each Dense/Conv kernel uses a kernel built from patterns."""
 
     needs_patterns = True
@@ -171,11 +174,6 @@ def make_rule(name, patterns=None):
             )
         return cls(patterns)
     return cls()
-
-
-def _inference_call(layer):
-    """Calls `layer` in inference mode (Keras drops `training` for layers that take none)."""
-    return lambda *args, **kwargs: layer(*args, **{**kwargs, "training": False})
 
 
 def _unsupported(layer, rule_name):

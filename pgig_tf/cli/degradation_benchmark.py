@@ -281,6 +281,9 @@ def main(argv=None):
 
     import keras
 
+    # every analyzer traces its compiled loop once; TF's "frequent retracing" warning counts
+    # traces across analyzers and would be misleading here
+    tf.get_logger().setLevel("ERROR")
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
     started = time.perf_counter()
