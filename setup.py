@@ -31,6 +31,7 @@ setup(
             "pgig-degradation-benchmark=pgig_tf.cli.degradation_benchmark:main",
             "pgig-explain=pgig_tf.cli.explain:main",
             "pgig-fit-patterns=pgig_tf.cli.fit_patterns:main",
+            "pgig-bench-speed=pgig_tf.cli.bench_speed:main",
         ],
     },
 )

@@ -144,6 +144,7 @@ class Degrader:
         total = n * steps
         values = tf.zeros([total], images.dtype)
         for start in tf.range(0, total, self.batch_size):
+            tf.autograph.experimental.set_loop_options(parallel_iterations=1)  # one chunk in memory at a time
             flat = tf.range(start, tf.minimum(start + self.batch_size, total))
             image_index, k = flat // steps, flat % steps
             hidden = tf.cast(tf.gather(ranks, image_index) < k[:, None, None], images.dtype)

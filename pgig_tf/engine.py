@@ -75,6 +75,8 @@ class GradientEngine:
         mean = tf.zeros_like(x)
         m2 = tf.zeros_like(x)
         for chunk in tf.range(num_chunks):
+            # one chunk at a time: parallel iterations would hold several chunks' activations
+            tf.autograph.experimental.set_loop_options(parallel_iterations=1)
             flat = tf.range(chunk * self.batch_size, tf.minimum((chunk + 1) * self.batch_size, total))
             sample_index, draw_index = flat // draws, flat % draws
             points, multiplier = aggregator.points(tf.gather(x, sample_index), sample_index, draw_index, seed)

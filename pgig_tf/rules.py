@@ -77,7 +77,9 @@ def _guided_relu(x):
     y = tf.nn.relu(x)
 
     def grad(dy):
-        return dy * tf.cast(x > 0, dy.dtype) * tf.cast(dy > 0, dy.dtype)
+        # positive gradient only, gated where the input was positive: ReLU's own backward
+        # op applied to relu(dy), two fused kernels instead of four elementwise ones
+        return tf.raw_ops.ReluGrad(gradients=tf.nn.relu(dy), features=x)
 
     return y, grad
 

@@ -30,10 +30,11 @@ class Analyzer:
         if patterns is not None and not isinstance(patterns, Patterns):
             patterns = Patterns(patterns)
         self.patterns = patterns
+        self._rule = None
         self._engine = None
         self._predict_functions = {}
         if patterns is not None or not self.needs_patterns:
-            self._build_rule().check_model(model)  # unsupported layers and bad patterns fail here
+            self._get_rule()  # unsupported layers and bad patterns fail here, not at analyze
 
     def fit(self, data, kind="relu", batch_size=None, verbose=True):
         """Fits patterns on `data` for pattern rules (Eq. 2); other analyzers have nothing to fit."""
@@ -41,20 +42,24 @@ class Analyzer:
             self.patterns = fit_patterns(
                 self.model, data, kind=kind, batch_size=batch_size or self.batch_size, verbose=verbose
             )
-            self._engine = None
+            self._rule = self._engine = None
         return self
 
     def analyze(self, x, neuron_selection="max_activation"):
         """Attributions for output `neuron_selection` ('max_activation', an int, or one int per sample)."""
         x = check_inputs(x, self._input_shape)
-        targets = resolve_neurons(
-            neuron_selection, x.shape[0], self._output_width, lambda: self.predict(x)
-        )
+        targets = self._targets(x, neuron_selection)
         return self._get_engine()(x, targets, seed=self._next_seed())
 
     def predict(self, x):
         """The model's output on `x` (inference mode), computed `batch_size` samples at a time."""
-        x = check_inputs(x, self._input_shape)
+        return self._predict_checked(check_inputs(x, self._input_shape))
+
+    def _targets(self, x, neuron_selection):
+        """One output index per sample of the already checked `x`."""
+        return resolve_neurons(neuron_selection, x.shape[0], self._output_width, lambda: self._predict_checked(x))
+
+    def _predict_checked(self, x):
         function = self._predict_function(x.shape[1:])
         outputs = [
             function(tf.constant(x[i : i + self.batch_size])).numpy()
@@ -76,19 +81,22 @@ class Analyzer:
             return self.seed
         return int(np.random.default_rng().integers(0, 2**31 - 1))
 
-    def _build_rule(self):
-        if self.needs_patterns and self.patterns is None:
-            raise ValueError(
-                f"{type(self).__name__} needs patterns: call analyzer.fit(data) or pass patterns=..."
-            )
-        return make_rule(self.rule_name, patterns=self.patterns)
+    def _get_rule(self):
+        """The backward rule, built (and checked against the model) once per set of patterns."""
+        if self._rule is None:
+            if self.needs_patterns and self.patterns is None:
+                raise ValueError(
+                    f"{type(self).__name__} needs patterns: call analyzer.fit(data) or pass patterns=..."
+                )
+            rule = make_rule(self.rule_name, patterns=self.patterns)
+            rule.check_model(self.model)
+            self._rule = rule
+        return self._rule
 
     def _get_engine(self):
         if self._engine is None:
-            rule = self._build_rule()
-            rule.check_model(self.model)
             self._engine = GradientEngine(
-                self.model, rule, self._make_aggregator(), start=self.start, batch_size=self.batch_size
+                self.model, self._get_rule(), self._make_aggregator(), start=self.start, batch_size=self.batch_size
             )
         return self._engine
 

@@ -13,7 +13,7 @@ from ..data import iterate_batches
 from ..degradation import Degrader, aupc
 from ..smoothness import autvc
 from ..validation import (
-    check_baseline, check_inputs, check_noise_scale, check_positive_int, resolve_neurons,
+    check_baseline, check_inputs, check_noise_scale, check_positive_int,
 )
 from .base import Analyzer
 
@@ -158,7 +158,7 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
         if not self.adaptive:
             return super().analyze(x, neuron_selection)
         x = check_inputs(x, self._input_shape)
-        targets = resolve_neurons(neuron_selection, x.shape[0], self._output_width, lambda: self.predict(x))
+        targets = self._targets(x, neuron_selection)
         seed = self._next_seed()
         maps = np.stack([self._candidate_engine(c)(x, targets, seed=seed) for c in self.candidates])
         if self.criterion == "aupc":
@@ -186,5 +186,5 @@ class RandomAnalyzer(Analyzer):
 
     def analyze(self, x, neuron_selection="max_activation"):
         x = check_inputs(x, self._input_shape)
-        resolve_neurons(neuron_selection, x.shape[0], self._output_width, lambda: self.predict(x))
+        self._targets(x, neuron_selection)  # validates the selection like every analyzer
         return np.random.default_rng(self._next_seed()).random(x.shape, dtype=np.float32)

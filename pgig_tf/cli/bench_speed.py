@@ -1,0 +1,264 @@
+"""Speed and memory against the hardware limit: every analyzer's time per gradient evaluation / the plain compiled gradient's.
+
+The limit is the best per-sample time of a compiled `tf.GradientTape` input gradient of one
+output of the same model, over a few batch sizes, in the same process. Each analyzer is timed
+(median of repeats, warm-up excluded) on enough images that its evaluations fill whole
+chunks; its ratio is time / (evaluations x limit). Also: fit_patterns against a compiled
+forward pass, the degradation benchmark's per-method time against its floor (evaluations +
+K+1 forward passes), peak memory of `analyze` at different steps/samples (fresh processes),
+and the number of traces after repeated calls.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+# Each method at settings that give ~25 evaluations per image, so all are comparable.
+SPEED_METHODS = {
+    "gradient": {},
+    "input_t_gradient": {},
+    "guided_backprop": {},
+    "pattern_net": {},
+    "pattern_attribution": {},
+    "integrated_gradients": {"steps": 25},
+    "pgig": {"steps": 25},
+    "smoothgrad": {"samples": 25},
+    "smoothgrad_squared": {"samples": 25},
+    "vargrad": {"samples": 25},
+    "smoothgrad_ig": {"steps": 5, "samples": 5},
+    "expected_gradients": {"samples": 25},
+    "smooth_taylor": {"samples": 25},
+    "noise_baseline_ig": {"steps": 5, "samples": 5},
+}
+
+
+def evaluations(name, settings):
+    """Gradient evaluations per image of a method at `settings`."""
+    if name == "smoothgrad_ig" or name == "noise_baseline_ig":
+        return settings["steps"] * settings["samples"]
+    return settings.get("steps", settings.get("samples", 1))
+
+
+def median_time(function, repeats):
+    function()  # warm-up: tracing and first-call allocations
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def load_model(name, cache_dir):
+    import keras
+
+    if name == "vgg16":
+        return keras.applications.VGG16(weights=None)  # timing does not depend on the weights
+    if name == "digits":
+        from ..digits import trained_digits_cnn
+
+        return trained_digits_cnn(cache_dir, verbose=False)[0]
+    return keras.models.load_model(name, compile=False)
+
+
+def inputs_for(model, count, seed=0):
+    shape = tuple(model.inputs[0].shape[1:])
+    return np.random.default_rng(seed).normal(0, 1, (count,) + shape).astype(np.float32)
+
+
+class GradientLimit:
+    """Per-sample seconds of a compiled input gradient of output 0 at a batch size (measured once per size)."""
+
+    def __init__(self, model, repeats, candidate_batch_sizes):
+        import tensorflow as tf
+
+        self.model, self.repeats, self.by_batch_size = model, repeats, {}
+        self.candidates = list(candidate_batch_sizes)
+        shape = tuple(model.inputs[0].shape[1:])
+
+        @tf.function(input_signature=[tf.TensorSpec((None,) + shape, tf.float32)])
+        def gradient(x):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(x)
+                out = tf.reduce_sum(tf.reshape(model(x, training=False), [tf.shape(x)[0], -1])[:, 0])
+            return tape.gradient(out, x)
+
+        self._gradient = gradient
+
+    def at(self, batch_size):
+        import tensorflow as tf
+
+        if batch_size not in self.by_batch_size:
+            x = tf.constant(inputs_for(self.model, batch_size))
+            self.by_batch_size[batch_size] = median_time(lambda: self._gradient(x).numpy(), self.repeats) / batch_size
+        return self.by_batch_size[batch_size]
+
+    @property
+    def best(self):
+        """The limit: the best per-sample time over the candidate batch sizes."""
+        return min(self.at(b) for b in self.candidates)
+
+
+def forward_time(model, batch_size, repeats):
+    """Per-sample seconds of a compiled forward pass at `batch_size`."""
+    import tensorflow as tf
+
+    shape = tuple(model.inputs[0].shape[1:])
+    forward = tf.function(lambda x: model(x, training=False),
+                          input_signature=[tf.TensorSpec((None,) + shape, tf.float32)])
+    x = tf.constant(inputs_for(model, batch_size))
+    return median_time(lambda: forward(x).numpy(), repeats) / batch_size
+
+
+def make_analyzer(model, name, settings, batch_size, patterns, background):
+    from .. import create_analyzer
+
+    kwargs = dict(settings, batch_size=batch_size)
+    if name in ("pattern_net", "pattern_attribution", "pgig"):
+        kwargs["patterns"] = patterns
+    if name == "expected_gradients":
+        kwargs["baselines"] = background
+    if name in ("smoothgrad", "smoothgrad_squared", "vargrad", "smoothgrad_ig", "expected_gradients",
+                "smooth_taylor", "noise_baseline_ig"):
+        kwargs["seed"] = 0
+    return create_analyzer(name, model, **kwargs)
+
+
+def time_analyzer(model, name, settings, batch_size, patterns, background, limit, repeats):
+    """Times one analyzer on as many images as fit one chunk (at least one image).
+
+    ratio: against the best limit over batch sizes (the issue's definition); ratio_same_chunk:
+    against the limit at the chunk size this call really evaluates, which separates our
+    overhead from how much less efficient the hardware is at a smaller batch.
+    """
+    evals = evaluations(name, settings)
+    images = max(1, batch_size // evals)
+    chunk = min(images * evals, batch_size)
+    x = inputs_for(model, images, seed=1)
+    analyzer = make_analyzer(model, name, settings, batch_size, patterns, background)
+    seconds = median_time(lambda: analyzer.analyze(x, neuron_selection=0), repeats)
+    per_image = seconds / images
+    return {"seconds_per_image": per_image, "evaluations_per_image": evals, "images": images,
+            "batch_size": batch_size, "chunk": chunk, "ratio": per_image / (evals * limit.best),
+            "ratio_same_chunk": per_image / (evals * limit.at(chunk)),
+            "traces_after_repeats": analyzer.tracing_count}
+
+
+def peak_memory(model_name, cache_dir, method, settings, batch_size):
+    """Peak resident memory (MB, the kernel's VmHWM) of a fresh process that builds the model and runs one `analyze`.
+
+    VmHWM, unlike getrusage's ru_maxrss, is not inherited from the parent across fork/exec.
+    """
+    code = f"""
+import json, numpy as np
+from pgig_tf.cli.bench_speed import load_model, inputs_for, make_analyzer
+from pgig_tf import Patterns
+def high_water_mb():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
+m = load_model({model_name!r}, {cache_dir!r})
+p = Patterns({{l.name: np.ones(l.kernel.shape, np.float32) for l in m.layers if hasattr(l, "kernel")}})
+a = make_analyzer(m, {method!r}, {settings!r}, {batch_size}, p, inputs_for(m, 4))
+before = high_water_mb()
+a.analyze(inputs_for(m, 1, seed=2), neuron_selection=0)
+print(json.dumps([before, high_water_mb()]))
+"""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    before, after = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"peak_mb": after, "peak_before_analyze_mb": before, "analyze_mb": after - before}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="vgg16", help="vgg16 (weights=None, 224x224), digits, or a .keras file")
+    parser.add_argument("--methods", default=",".join(SPEED_METHODS))
+    parser.add_argument("--limit-batch-sizes", default="8,16,32,64")
+    parser.add_argument("--sweep-batch-sizes", default="25,50,75,100",
+                        help="batch sizes tried for IG and PGIG (25 steps: multiples of 25 fill whole chunks)")
+    parser.add_argument("--batch-size", type=int, default=64, help="the analyzers' batch size for the table")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-fit", action="store_true")
+    parser.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "pgig_tf"))
+    parser.add_argument("--out", default="results/bench_speed.json")
+    args = parser.parse_args(argv)
+
+    import keras
+    import tensorflow as tf
+
+    from .. import Patterns, fit_patterns
+
+    tf.get_logger().setLevel("ERROR")
+    model = load_model(args.model, args.cache_dir)
+    patterns = Patterns({l.name: np.random.default_rng(0).normal(0, 1, l.kernel.shape).astype(np.float32)
+                         for l in model.layers if hasattr(l, "kernel")})
+    background = inputs_for(model, 8, seed=3)
+    report = {"model": args.model, "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+              "tensorflow": tf.__version__, "keras": keras.__version__, "python": sys.version.split()[0]}}
+    limit = GradientLimit(model, args.repeats, [int(b) for b in args.limit_batch_sizes.split(",")])
+    print(f"limit: {limit.best * 1000:.2f} ms per input gradient (by batch size: "
+          + ", ".join(f"{b}: {t * 1000:.2f}" for b, t in limit.by_batch_size.items()) + ")")
+
+    report["methods"] = {}
+    print(f"{'method':<22}{'evals':>6}{'chunk':>6}{'s/image':>10}{'ratio':>8}{'same-chunk':>11}{'traces':>7}")
+    for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        r = time_analyzer(model, name, SPEED_METHODS[name], args.batch_size, patterns, background, limit, args.repeats)
+        report["methods"][name] = r
+        print(f"{name:<22}{r['evaluations_per_image']:>6}{r['chunk']:>6}{r['seconds_per_image']:>10.4f}"
+              f"{r['ratio']:>8.3f}{r['ratio_same_chunk']:>11.3f}{r['traces_after_repeats']:>7}")
+
+    report["batch_size_sweep"] = {}
+    for name in ("integrated_gradients", "pgig"):
+        sweep = {int(b): time_analyzer(model, name, SPEED_METHODS[name], int(b), patterns, background, limit,
+                                       args.repeats) for b in args.sweep_batch_sizes.split(",")}
+        report["batch_size_sweep"][name] = sweep
+        print(f"{name} ratio by batch size: " + ", ".join(
+            f"{b}: {r['ratio']:.3f} (same chunk {r['ratio_same_chunk']:.3f})" for b, r in sweep.items()))
+    report["limit_seconds_per_gradient"] = limit.best
+    report["limit_by_batch_size"] = limit.by_batch_size
+
+    if not args.skip_fit:
+        fit_batch = 16
+        data = inputs_for(model, 2 * fit_batch, seed=4)
+        fit_patterns(model, data[:fit_batch], batch_size=fit_batch, verbose=False)  # warm-up trace
+        start = time.perf_counter()
+        fit_patterns(model, data, batch_size=fit_batch, verbose=False)
+        # one fit_patterns call traces its own function once: time a second, longer call and
+        # subtract the time of a one-batch call to leave the per-batch cost
+        fit_total = time.perf_counter() - start
+        start = time.perf_counter()
+        fit_patterns(model, data[:fit_batch], batch_size=fit_batch, verbose=False)
+        fit_one = time.perf_counter() - start
+        fit_per_image = (fit_total - fit_one) / fit_batch
+        forward = forward_time(model, fit_batch, args.repeats)
+        report["fit_patterns"] = {"seconds_per_image": fit_per_image, "forward_seconds_per_image": forward,
+                                  "ratio_to_forward": fit_per_image / forward, "batch_size": fit_batch}
+        print(f"fit_patterns: {fit_per_image * 1000:.2f} ms/image, forward {forward * 1000:.2f} ms/image, "
+              f"ratio {fit_per_image / forward:.2f}")
+
+    if not args.skip_memory:
+        memory = {}
+        for name, variants in (("integrated_gradients", ({"steps": 25}, {"steps": 100})),
+                               ("smoothgrad", ({"samples": 25}, {"samples": 100}))):
+            for settings in variants:
+                key = f"{name} {settings}"
+                memory[key] = peak_memory(args.model, args.cache_dir, name, settings, 16)
+                print(f"peak memory, {key}, batch_size 16: {memory[key]['peak_mb']:.0f} MB "
+                      f"({memory[key]['analyze_mb']:.0f} MB for analyze)")
+        report["memory"] = memory
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump(report, handle, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
