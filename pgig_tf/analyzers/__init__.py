@@ -36,6 +36,10 @@ ANALYZERS = {
 }
 
 
+# The analyzers whose rule is a pattern rule by construction (they take `patterns=`).
+PATTERN_ANALYZERS = ("pattern_net", "pattern_attribution", "pgig")
+
+
 def create_analyzer(name, model, **kwargs):
     """The analyzer called `name` (see `ANALYZERS`) for `model`, with its keyword settings."""
     if name not in ANALYZERS:
@@ -48,4 +52,4 @@ def create_analyzer(name, model, **kwargs):
     return cls(model, **kwargs)
 
 
-__all__ = ["ANALYZERS", "Analyzer", "create_analyzer"] + [cls.__name__ for cls in ANALYZERS.values()]
+__all__ = ["ANALYZERS", "PATTERN_ANALYZERS", "Analyzer", "create_analyzer"] + [cls.__name__ for cls in ANALYZERS.values()]

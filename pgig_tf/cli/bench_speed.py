@@ -118,17 +118,10 @@ def forward_time(model, batch_size, repeats):
 
 
 def make_analyzer(model, name, settings, batch_size, patterns, background):
-    from .. import create_analyzer
+    """One analyzer as the degradation benchmark builds it, at the speed settings `settings`."""
+    from .degradation_benchmark import build_analyzers
 
-    kwargs = dict(settings, batch_size=batch_size)
-    if name in ("pattern_net", "pattern_attribution", "pgig"):
-        kwargs["patterns"] = patterns
-    if name == "expected_gradients":
-        kwargs["baselines"] = background
-    if name in ("smoothgrad", "smoothgrad_squared", "vargrad", "smoothgrad_ig", "expected_gradients",
-                "smooth_taylor", "noise_baseline_ig"):
-        kwargs["seed"] = 0
-    return create_analyzer(name, model, **kwargs)
+    return build_analyzers(model, [name], patterns, background, batch_size, 0, settings=lambda _: settings)[name]
 
 
 def time_analyzer(model, name, settings, batch_size, patterns, background, limit, repeats):

@@ -87,15 +87,16 @@ def method_settings(name):
     }.get(name, {})
 
 
-def build_analyzers(model, methods, patterns, background, batch_size, seed):
-    from .. import ANALYZERS, create_analyzer
+def build_analyzers(model, methods, patterns, background, batch_size, seed, settings=method_settings):
+    """name -> analyzer for `methods`, with `settings(name)`, patterns, background and seed where they apply."""
+    from ..analyzers import ANALYZERS, PATTERN_ANALYZERS, create_analyzer
 
     analyzers = {}
     for name in methods:
         if name not in ANALYZERS:
             raise SystemExit(f"unknown method {name!r}; choose from {', '.join(ANALYZERS)}")
-        kwargs = dict(method_settings(name), batch_size=batch_size)
-        if name in ("pattern_net", "pattern_attribution", "pgig"):
+        kwargs = dict(settings(name), batch_size=batch_size)
+        if name in PATTERN_ANALYZERS:
             kwargs["patterns"] = patterns
         if "seed" in inspect.signature(ANALYZERS[name].__init__).parameters:
             kwargs["seed"] = seed

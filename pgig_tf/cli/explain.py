@@ -25,7 +25,7 @@ def load_images(paths, height, width, channels, preprocessing):
 
 
 def main(argv=None):
-    from .. import ANALYZERS
+    from ..analyzers import ANALYZERS, PATTERN_ANALYZERS
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="a Keras model file (.keras or .h5)")
@@ -57,7 +57,7 @@ def main(argv=None):
         if name not in ANALYZERS:
             raise SystemExit(f"unknown method {name!r}; choose from {', '.join(ANALYZERS)}")
         kwargs = {}
-        if name in ("pattern_net", "pattern_attribution", "pgig"):
+        if name in PATTERN_ANALYZERS:
             if patterns is None:
                 raise SystemExit(f"{name} needs --patterns (fit them with scripts/fit_patterns.py)")
             kwargs["patterns"] = patterns
