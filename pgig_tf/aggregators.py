@@ -50,7 +50,7 @@ class SinglePoint(Aggregator):
 def _path_point(x, baseline, step, steps):
     """baseline + k/m (x - baseline) for k = step + 1 (the right Riemann sum of Eq. 1)."""
     alpha = tf.cast(step + 1, x.dtype) / tf.cast(steps, x.dtype)
-    return baseline + _per_row(alpha, x) * (x - baseline)
+    return baseline + per_row(alpha, x) * (x - baseline)
 
 
 class StraightPath(Aggregator):
@@ -142,7 +142,7 @@ class BackgroundBaselines(Aggregator):
         ids = _point_ids(seed, _ALPHA, sample_index, draw_index)
         alpha = tf.map_fn(lambda s: tf.random.stateless_uniform([], s, dtype=x.dtype), ids,
                           fn_output_signature=x.dtype)
-        return baseline + _per_row(alpha, x) * (x - baseline), x - baseline
+        return baseline + per_row(alpha, x) * (x - baseline), x - baseline
 
 
 class TaylorRoots(Aggregator):
@@ -183,5 +183,6 @@ def _per_point_random(seed, stream, sample_index, key, x, generator):
                      fn_output_signature=tf.TensorSpec(x.shape[1:], x.dtype))
 
 
-def _per_row(values, x):
+def per_row(values, x):
+    """`values` (one per row) shaped to broadcast against `x`."""
     return tf.reshape(values, [-1] + [1] * (x.shape.rank - 1))

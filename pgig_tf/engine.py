@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from .aggregators import MEAN_SQUARE, VARIANCE
+from .aggregators import MEAN_SQUARE, VARIANCE, per_row
 
 START_ONE = "one"  # backward pass starts with 1.0 (gradients, IG, PGIG)
 START_VALUE = "value"  # starts with the selected output's value (PatternNet/PatternAttribution, §3.4)
@@ -14,8 +14,8 @@ class GradientEngine:
 
     The n samples x `aggregator.draws` points are flattened into one axis and evaluated
     `batch_size` at a time in a `tf.while_loop`; each chunk's points are built on the device,
-    and `multiplier * gradient` is reduced per sample as it goes (a running sum, or a running
-    mean and M2 for the variance), so memory grows with `batch_size` and n, never with the
+    and `multiplier * gradient` is reduced per sample as it goes (a running mean, and M2 for
+    the variance), so memory grows with `batch_size` and n, never with the
     number of draws. One trace per input shape and dtype (the batch axis and the seed are
     tensors), reused by every later call.
     """
@@ -97,17 +97,14 @@ def _merge(count, mean, m2, value, sample_index, num_samples, with_m2):
     chunk_count = tf.math.unsorted_segment_sum(ones, sample_index, num_samples)
     chunk_sum = tf.math.unsorted_segment_sum(value, sample_index, num_samples)
     new_count = count + chunk_count
-    weight = _per_row(tf.math.divide_no_nan(chunk_count, new_count), value)
-    chunk_mean = chunk_sum / _per_row(tf.maximum(chunk_count, 1), value)
+    weight = per_row(tf.math.divide_no_nan(chunk_count, new_count), value)
+    chunk_mean = chunk_sum / per_row(tf.maximum(chunk_count, 1), value)
     delta = chunk_mean - mean
     new_mean = mean + delta * weight
     if not with_m2:
         return new_count, new_mean, m2
     centred = value - tf.gather(chunk_mean, sample_index)
     chunk_m2 = tf.math.unsorted_segment_sum(tf.square(centred), sample_index, num_samples)
-    new_m2 = m2 + chunk_m2 + tf.square(delta) * _per_row(count, value) * weight
+    new_m2 = m2 + chunk_m2 + tf.square(delta) * per_row(count, value) * weight
     return new_count, new_mean, new_m2
 
-
-def _per_row(values, like):
-    return tf.reshape(values, [-1] + [1] * (like.shape.rank - 1))

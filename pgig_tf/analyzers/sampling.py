@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from .. import aggregators as A
 from ..data import iterate_batches
+from ..engine import GradientEngine
 from ..degradation import Degrader, aupc
 from ..smoothness import autvc
 from ..validation import (
@@ -150,6 +151,7 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
         self.patch_size, self.num_steps = patch_size, num_steps
         self.chosen_noise_scales = None
         self._candidate_engines = {}
+        self._degrader = None
 
     def _make_aggregator(self):
         return A.TaylorRoots(self.samples, self.noise_scale)
@@ -162,8 +164,9 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
         seed = self._next_seed()
         maps = np.stack([self._candidate_engine(c)(x, targets, seed=seed) for c in self.candidates])
         if self.criterion == "aupc":
-            degrader = Degrader(self.model, self.patch_size, self.num_steps, batch_size=self.batch_size)
-            scores = np.stack([aupc(degrader.curves(x, m, targets)) for m in maps])
+            if self._degrader is None:  # built once: its compiled function is reused by later calls
+                self._degrader = Degrader(self.model, self.patch_size, self.num_steps, batch_size=self.batch_size)
+            scores = np.stack([aupc(self._degrader.curves(x, m, targets)) for m in maps])
         else:
             scores = np.stack([autvc(m) for m in maps])
         best = np.argmin(scores, axis=0)
@@ -172,9 +175,8 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
 
     def _candidate_engine(self, noise_scale):
         if noise_scale not in self._candidate_engines:
-            self.noise_scale = noise_scale
-            self._engine = None
-            self._candidate_engines[noise_scale] = self._get_engine()
+            self._candidate_engines[noise_scale] = GradientEngine(
+                self.model, self._get_rule(), A.TaylorRoots(self.samples, noise_scale), batch_size=self.batch_size)
         return self._candidate_engines[noise_scale]
 
 
