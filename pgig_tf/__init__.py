@@ -40,14 +40,19 @@ from .analyzers import (  # noqa: E402
     PGIGAnalyzer,
     create_analyzer,
 )
+from .callbacks import AttributionCallback  # noqa: E402
 from .pattern_fitting import fit_patterns  # noqa: E402
 from .patterns import Patterns  # noqa: E402
+from .validation import SoftmaxOutputWarning  # noqa: E402
+from .registry import register_rule, unregister_rule  # noqa: E402
+from .persistence import load_analyzer  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ANALYZERS",
     "Analyzer",
+    "AttributionCallback",
     "ExpectedGradientsAnalyzer",
     "NoiseBaselineIGAnalyzer",
     "RandomAnalyzer",
@@ -64,6 +69,10 @@ __all__ = [
     "PatternAttributionAnalyzer",
     "PatternNetAnalyzer",
     "Patterns",
+    "SoftmaxOutputWarning",
     "create_analyzer",
     "fit_patterns",
+    "load_analyzer",
+    "register_rule",
+    "unregister_rule",
 ]

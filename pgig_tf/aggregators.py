@@ -15,6 +15,10 @@ import tensorflow as tf
 
 MEAN, MEAN_SQUARE, VARIANCE = "mean", "mean_square", "variance"
 
+# Philox named explicitly (TF's choice on CPU today), so the streams do not change with TF's
+# 'auto_select'. Under jit_compile XLA's Philox runs instead: other, equally valid numbers.
+_ALG = "philox"
+
 # Separate random streams for the different random quantities of one point.
 _NORMAL, _UNIFORM_BASELINE, _BACKGROUND_INDEX, _ALPHA = range(4)
 
@@ -24,6 +28,9 @@ class Aggregator:
 
     draws = 1
     statistic = MEAN
+    # For a multi-input model the engine's sample is all inputs flattened and concatenated;
+    # `segments` (their sizes) makes noise ranges per input. None: one input.
+    segments = None
 
     def points(self, x, sample_index, draw_index, seed):
         """(points, multiplier) for the gathered inputs `x` (one row per point); multiplier None = 1."""
@@ -84,7 +91,7 @@ class GaussianNoise(Aggregator):
         self.statistic = statistic
 
     def points(self, x, sample_index, draw_index, seed):
-        return x + sample_noise(x, seed, sample_index, draw_index, self.noise_scale), None
+        return x + sample_noise(x, seed, sample_index, draw_index, self.noise_scale, self.segments), None
 
 
 class NoisyPath(Aggregator):
@@ -98,7 +105,7 @@ class NoisyPath(Aggregator):
 
     def points(self, x, sample_index, draw_index, seed):
         noise_index, step = draw_index // self.steps, draw_index % self.steps
-        noisy = x + sample_noise(x, seed, sample_index, noise_index, self.noise_scale)
+        noisy = x + sample_noise(x, seed, sample_index, noise_index, self.noise_scale, self.segments)
         return _path_point(noisy, tf.cast(self.baseline, x.dtype), step, self.steps), None
 
     def finish(self, x, reduced):
@@ -118,7 +125,7 @@ class UniformNoiseBaselines(Aggregator):
 
     def points(self, x, sample_index, draw_index, seed):
         noise_index, step = draw_index // self.steps, draw_index % self.steps
-        low, high = _sample_min_max(x)
+        low, high = _sample_min_max(x, self.segments)
         unit = _per_point_random(seed, _UNIFORM_BASELINE, sample_index, noise_index, x, tf.random.stateless_uniform)
         baseline = low + unit * (high - low)
         return _path_point(x, baseline, step, self.steps), x - baseline
@@ -135,12 +142,12 @@ class BackgroundBaselines(Aggregator):
         count = tf.shape(self.background, out_type=tf.int64)[0]
         ids = _point_ids(seed, _BACKGROUND_INDEX, sample_index, draw_index)
         index = tf.map_fn(
-            lambda s: tf.random.stateless_uniform([], s, minval=0, maxval=count, dtype=tf.int64),
+            lambda s: tf.random.stateless_uniform([], s, minval=0, maxval=count, dtype=tf.int64, alg=_ALG),
             ids, fn_output_signature=tf.int64,
         )
         baseline = tf.cast(tf.gather(self.background, index), x.dtype)
         ids = _point_ids(seed, _ALPHA, sample_index, draw_index)
-        alpha = tf.map_fn(lambda s: tf.random.stateless_uniform([], s, dtype=x.dtype), ids,
+        alpha = tf.map_fn(lambda s: tf.random.stateless_uniform([], s, dtype=x.dtype, alg=_ALG), ids,
                           fn_output_signature=x.dtype)
         return baseline + per_row(alpha, x) * (x - baseline), x - baseline
 
@@ -153,20 +160,29 @@ class TaylorRoots(Aggregator):
         self.noise_scale = float(noise_scale)
 
     def points(self, x, sample_index, draw_index, seed):
-        noise = sample_noise(x, seed, sample_index, draw_index, self.noise_scale)
+        noise = sample_noise(x, seed, sample_index, draw_index, self.noise_scale, self.segments)
         return x + noise, -noise
 
 
-def sample_noise(x, seed, sample_index, key, noise_scale):
-    """N(0, sigma^2) noise per row of `x`, sigma = noise_scale * (max - min) of that row, keyed by (seed, i, key)."""
-    low, high = _sample_min_max(x)
+def sample_noise(x, seed, sample_index, key, noise_scale, segments=None):
+    """N(0, sigma^2) noise per row of `x`, sigma = noise_scale * (max - min) of that row, keyed by (seed, i, key).
+
+    With `segments` (sizes along a flat row: one per model input) sigma is per segment.
+    """
+    low, high = _sample_min_max(x, segments)
     unit = _per_point_random(seed, _NORMAL, sample_index, key, x, tf.random.stateless_normal)
     return unit * (noise_scale * (high - low))
 
 
-def _sample_min_max(x):
-    axes = list(range(1, x.shape.rank))
-    return (tf.reduce_min(x, axis=axes, keepdims=True), tf.reduce_max(x, axis=axes, keepdims=True))
+def _sample_min_max(x, segments=None):
+    """Per-row min and max of `x`; with `segments` of a flat row, each segment's own, spread over it."""
+    if segments is None:
+        axes = list(range(1, x.shape.rank))
+        return (tf.reduce_min(x, axis=axes, keepdims=True), tf.reduce_max(x, axis=axes, keepdims=True))
+    pieces = tf.split(x, segments, axis=1)
+    low = tf.stack([tf.reduce_min(p, axis=1) for p in pieces], axis=1)
+    high = tf.stack([tf.reduce_max(p, axis=1) for p in pieces], axis=1)
+    return tf.repeat(low, segments, axis=1), tf.repeat(high, segments, axis=1)
 
 
 def _point_ids(seed, stream, sample_index, key):
@@ -179,7 +195,7 @@ def _point_ids(seed, stream, sample_index, key):
 def _per_point_random(seed, stream, sample_index, key, x, generator):
     ids = _point_ids(seed, stream, sample_index, key)
     shape = tf.shape(x)[1:]
-    return tf.map_fn(lambda s: generator(shape, s, dtype=x.dtype), ids,
+    return tf.map_fn(lambda s: generator(shape, s, dtype=x.dtype, alg=_ALG), ids,
                      fn_output_signature=tf.TensorSpec(x.shape[1:], x.dtype))
 
 

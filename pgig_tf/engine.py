@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from .aggregators import MEAN_SQUARE, VARIANCE, per_row
+from .precision import check_compute_dtype, compute_dtype_scope
 
 START_ONE = "one"  # backward pass starts with 1.0 (gradients, IG, PGIG)
 START_VALUE = "value"  # starts with the selected output's value (PatternNet/PatternAttribution, §3.4)
@@ -18,9 +19,13 @@ class GradientEngine:
     the variance), so memory grows with `batch_size` and n, never with the
     number of draws. One trace per input shape and dtype (the batch axis and the seed are
     tensors), reused by every later call.
+
+    compute_dtype='bfloat16' evaluates the model in bfloat16 (points, statistics and the result
+    stay float32); jit_compile=True compiles the loop with XLA.
     """
 
-    def __init__(self, model, rule, aggregator, start=START_ONE, batch_size=64):
+    def __init__(self, model, rule, aggregator, start=START_ONE, batch_size=64, compute_dtype=None,
+                 jit_compile=False):
         if start not in (START_ONE, START_VALUE):
             raise ValueError(f"start must be {START_ONE!r} or {START_VALUE!r}, got {start!r}")
         self.model = model
@@ -28,13 +33,25 @@ class GradientEngine:
         self.aggregator = aggregator
         self.start = start
         self.batch_size = int(batch_size)
+        self.compute_dtype = check_compute_dtype(compute_dtype)
+        self.jit_compile = bool(jit_compile)
         self._functions = {}
 
     def __call__(self, x, targets, seed=0):
         """The attributions (numpy, shaped like `x`) of output `targets[i]` for each sample `x[i]`."""
         function = self._function_for(x.shape[1:], x.dtype)
         seed = tf.constant(seed, dtype=tf.int64)
-        return function(tf.constant(x), tf.constant(targets, dtype=tf.int32), seed).numpy()
+        try:
+            return function(tf.constant(x), tf.constant(targets, dtype=tf.int32), seed).numpy()
+        except tf.errors.UnimplementedError as error:
+            if not self.jit_compile:
+                raise
+            # e.g. max-pool gradients have no deterministic XLA kernel once
+            # tf.config.experimental.enable_op_determinism() is on
+            raise ValueError(
+                f"XLA cannot compile this model's gradient loop (jit_compile=True): {error.message.splitlines()[0]} "
+                "Use jit_compile=False (the default), which runs the same loop without XLA."
+            ) from None
 
     @property
     def tracing_count(self):
@@ -49,20 +66,23 @@ class GradientEngine:
                 tf.TensorSpec((None,), tf.int32),
                 tf.TensorSpec((), tf.int64),
             ]
-            self._functions[key] = tf.function(self._attribute, input_signature=signature)
+            self._functions[key] = tf.function(self._attribute, input_signature=signature,
+                                               jit_compile=self.jit_compile)
         return self._functions[key]
 
     def _gradients(self, points, targets):
         """d(seed * output[target]) / d points, one row per point, through the rule's backward pass."""
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(points)
-            outputs = self.rule.forward(self.model, points)
-            outputs = tf.reshape(outputs, [tf.shape(outputs)[0], -1])
-            selected = tf.gather(outputs, targets, axis=1, batch_dims=1)
-            if self.start == START_VALUE:
-                selected = selected * tf.stop_gradient(selected)
-            objective = tf.reduce_sum(selected)
-        return tape.gradient(objective, points, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        # the scope also covers the backward pass: custom gradients read the layers' dtype
+        with compute_dtype_scope(self.model, self.compute_dtype):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(points)
+                outputs = self.rule.forward(self.model, points)
+                outputs = tf.cast(tf.reshape(outputs, [tf.shape(outputs)[0], -1]), points.dtype)
+                selected = tf.gather(outputs, targets, axis=1, batch_dims=1)
+                if self.start == START_VALUE:
+                    selected = selected * tf.stop_gradient(selected)
+                objective = tf.reduce_sum(selected)
+            return tape.gradient(objective, points, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
     def _attribute(self, x, targets, seed):
         aggregator = self.aggregator
@@ -77,7 +97,15 @@ class GradientEngine:
         for chunk in tf.range(num_chunks):
             # one chunk at a time: parallel iterations would hold several chunks' activations
             tf.autograph.experimental.set_loop_options(parallel_iterations=1)
-            flat = tf.range(chunk * self.batch_size, tf.minimum((chunk + 1) * self.batch_size, total))
+            if self.jit_compile:
+                # XLA needs a static chunk size: the last chunk is padded with repeats of the
+                # last point, which get weight 0 in the merge
+                flat = chunk * self.batch_size + tf.range(tf.minimum(self.batch_size, total))
+                valid = tf.cast(flat < total, x.dtype)
+                flat = tf.minimum(flat, total - 1)
+            else:
+                flat = tf.range(chunk * self.batch_size, tf.minimum((chunk + 1) * self.batch_size, total))
+                valid = None
             sample_index, draw_index = flat // draws, flat % draws
             points, multiplier = aggregator.points(tf.gather(x, sample_index), sample_index, draw_index, seed)
             value = self._gradients(points, tf.gather(targets, sample_index))
@@ -86,14 +114,19 @@ class GradientEngine:
             if aggregator.statistic == MEAN_SQUARE:
                 value = tf.square(value)
             count, mean, m2 = _merge(count, mean, m2, value, sample_index, num_samples,
-                                     with_m2=aggregator.statistic == VARIANCE)
+                                     with_m2=aggregator.statistic == VARIANCE, valid=valid)
         reduced = m2 / tf.cast(draws, x.dtype) if aggregator.statistic == VARIANCE else mean
         return aggregator.finish(x, reduced)
 
 
-def _merge(count, mean, m2, value, sample_index, num_samples, with_m2):
-    """Merges one chunk's values into per-sample running count/mean/M2 (Chan et al.'s parallel update)."""
-    ones = tf.ones_like(sample_index, dtype=value.dtype)
+def _merge(count, mean, m2, value, sample_index, num_samples, with_m2, valid=None):
+    """Merges one chunk's values into per-sample running count/mean/M2 (Chan et al.'s parallel update).
+
+    `valid` (1/0 per row, or None for all 1) leaves padding rows out.
+    """
+    ones = tf.ones_like(sample_index, dtype=value.dtype) if valid is None else valid
+    if valid is not None:
+        value = value * per_row(valid, value)
     chunk_count = tf.math.unsorted_segment_sum(ones, sample_index, num_samples)
     chunk_sum = tf.math.unsorted_segment_sum(value, sample_index, num_samples)
     new_count = count + chunk_count
@@ -104,6 +137,8 @@ def _merge(count, mean, m2, value, sample_index, num_samples, with_m2):
     if not with_m2:
         return new_count, new_mean, m2
     centred = value - tf.gather(chunk_mean, sample_index)
+    if valid is not None:
+        centred = centred * per_row(valid, value)
     chunk_m2 = tf.math.unsorted_segment_sum(tf.square(centred), sample_index, num_samples)
     new_m2 = m2 + chunk_m2 + tf.square(delta) * per_row(count, value) * weight
     return new_count, new_mean, new_m2

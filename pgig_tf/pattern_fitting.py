@@ -1,5 +1,6 @@
 """Fitting PatternNet/PatternAttribution patterns (PGIG paper Eq. 2) in one streaming pass over data."""
 
+import math
 import os
 
 import keras
@@ -7,11 +8,12 @@ import numpy as np
 import tensorflow as tf
 
 from . import layers as L
-from .data import iterate_batches
 from .graph import consumers, leaf_layers, run_graph
+from .model_spec import ModelSpec
 from .patterns import Patterns
-from .rules import LayerwiseRule
-from .validation import check_inputs, check_positive_int, model_io
+from .precision import check_compute_dtype, layers_compute_dtype
+from .rules import PatternLayerSupport
+from .validation import check_positive_int
 
 KINDS = ("relu", "linear")
 
@@ -23,13 +25,17 @@ class _LayerStatistics:
     y_j = w_j^T x its bias-free pre-activation, over the samples where j is active (E+):
       sum_xy[:, j] = sum x y_j,  sum_x[:, j] = sum x,  active[j] = count;
     and over all samples: sum_y[j] = sum y_j, count = number of samples.
+    `gate` = (scale layers, cap) says when unit j is active: 0 < v < cap with v the
+    pre-activation passed through the scale layers (BatchNorm) between the layer and its
+    ReLU/ReLU6; None uses every sample (the linear estimator).
     """
 
-    def __init__(self, layer, use_relu):
+    def __init__(self, layer, gate, sums_dtype=None):
         self.layer = layer
-        self.use_relu = use_relu
+        self.gate = gate
+        self.sums_dtype = sums_dtype
         kernel_shape = tuple(layer.kernel.shape)
-        units = kernel_shape[-1]
+        units = int(np.prod(L.unit_shape(layer)))  # output channels
         self.sum_xy = tf.Variable(tf.zeros(kernel_shape, tf.float64), trainable=False)
         self.sum_x = tf.Variable(tf.zeros(kernel_shape, tf.float64), trainable=False)
         self.active = tf.Variable(tf.zeros([units], tf.float64), trainable=False)
@@ -40,20 +46,10 @@ class _LayerStatistics:
         """Adds one batch of layer inputs; returns the layer's ordinary output."""
         layer = self.layer
         kernel = tf.convert_to_tensor(layer.kernel)
-        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
-            tape.watch(kernel)
-            z = L.linear_part(layer, x, kernel)
+        z = L.linear_part(layer, x, kernel)
         pre_activation = L.add_bias(layer, z)
-        if self.use_relu:
-            mask = tf.cast(pre_activation > 0, z.dtype)
-        else:
-            mask = tf.ones_like(z)
-        # sum over samples (and positions) of x ⊗ g is the kernel gradient of the linear
-        # map with output gradient g: it walks every receptive field with the layer's own
-        # padding, strides and dilation and lands in the kernel's layout.
-        sum_xy = tape.gradient(z, kernel, output_gradients=z * mask)
-        sum_x = tape.gradient(z, kernel, output_gradients=mask)
-        del tape
+        mask = self._active(pre_activation, z)
+        sum_xy, sum_x = self._kernel_sums(x, kernel, z * mask, mask)
         axes = _non_unit_axes(layer, z)
         # Batch sums are float32 on the device; the running totals are float64, so adding a
         # million batches loses no precision.
@@ -66,14 +62,43 @@ class _LayerStatistics:
             return pre_activation
         return layer.activation(pre_activation)
 
+    def _kernel_sums(self, x, kernel, *output_gradients):
+        """Σ x ⊗ g for each g: kernel gradients of the linear map with output gradient g.
+
+        They walk every receptive field with the layer's own padding, strides and dilation
+        and land in the kernel's layout. With sums_dtype='bfloat16' they are computed in
+        bfloat16 (the forward values passed on stay exact; the sums carry bfloat16 rounding).
+        """
+        with layers_compute_dtype([self.layer], self.sums_dtype):
+            with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+                tape.watch(kernel)
+                z = L.linear_part(self.layer, x, kernel)
+            sums = [tape.gradient(z, kernel, output_gradients=tf.cast(g, z.dtype)) for g in output_gradients]
+        del tape
+        return [tf.cast(total, tf.float32) for total in sums]
+
+    def _active(self, pre_activation, z):
+        """1 where the unit is active (the E+ samples), as z's dtype; all ones without a gate."""
+        if self.gate is None:
+            return tf.ones_like(z)
+        scale_layers, cap = self.gate
+        value = pre_activation
+        for scale_layer in scale_layers:  # e.g. conv -> BatchNorm -> ReLU: gate on the ReLU's input
+            value = scale_layer(value, training=False)
+        active = value > 0
+        if cap != math.inf:  # ReLU6: a saturated unit passes no signal either
+            active = tf.logical_and(active, value < tf.cast(cap, value.dtype))
+        return tf.cast(active, z.dtype)
+
     def pattern(self):
         """Eq. 2: p_j = (E+[x y] - E+[x] E[y]) / (w_j^T (E+[x y] - E+[x] E[y])); 0 for dead units."""
-        active = self.active.numpy()
+        unit_shape = L.unit_shape(self.layer)  # (in_channels, multiplier) for a depthwise kernel
+        active = self.active.numpy().reshape(unit_shape)
         safe_active = np.where(active > 0, active, 1.0)
-        mean_y = self.sum_y.numpy() / max(float(self.count.numpy()), 1.0)
+        mean_y = self.sum_y.numpy().reshape(unit_shape) / max(float(self.count.numpy()), 1.0)
         numerator = (self.sum_xy.numpy() - self.sum_x.numpy() * mean_y) / safe_active
         kernel = np.asarray(self.layer.kernel, dtype=np.float64)
-        input_axes = tuple(range(kernel.ndim - 1))
+        input_axes = tuple(range(kernel.ndim - len(unit_shape)))
         denominator = np.sum(kernel * numerator, axis=input_axes)
         usable = (active > 0) & (denominator != 0)
         pattern = np.where(usable, numerator / np.where(usable, denominator, 1.0), 0.0)
@@ -86,40 +111,71 @@ def _non_unit_axes(layer, z):
 
 
 def relu_fed_layers(model):
-    """Names of the Dense/Conv layers whose output passes a plain ReLU (fused, or all consumers ReLU)."""
+    """Names of the kernel layers whose output passes a ReLU or ReLU6 (see `relu_gates`)."""
+    return set(relu_gates(model))
+
+
+def relu_gates(model):
+    """{kernel layer name: (scale layers, cap)} for the layers whose output passes a ReLU-type gate.
+
+    A layer is gated if its own activation is ReLU/ReLU6, or if it has no activation and all
+    consumers of its output are the same gate (standalone ReLU/ReLU6), possibly after a chain
+    of BatchNormalization/Rescaling/Normalization layers that are each the only consumer (conv -> BN -> ReLU).
+    Nested models are looked through (`graph.consumers`). cap is inf for ReLU, 6.0 for ReLU6.
+    """
     feeds = consumers(model)
-    names = set()
+    gates = {}
     for layer in leaf_layers(model):
         if not L.is_kernel_layer(layer):
             continue
-        if layer.activation is not None and L.has_fused_relu(layer):
-            names.add(layer.name)
+        cap = L.fused_gate_cap(layer)
+        if cap is not None:
+            gates[layer.name] = ((), cap)
         elif _is_identity(layer.activation):
-            after = feeds.get(id(layer), [])
-            if after and all(L.is_relu_layer(op) for op in after):
-                names.add(layer.name)
-    return names
+            gate = _gate_after(layer, feeds)
+            if gate is not None:
+                gates[layer.name] = gate
+    return gates
+
+
+def _gate_after(layer, feeds):
+    """(scale layers, cap) if `layer`'s output reaches only one kind of ReLU gate, else None."""
+    scales = []
+    after = feeds.get(id(layer), [])
+    while len(after) == 1 and L.builtin_kind(after[0])[0] == L.SCALE:
+        scales.append(after[0])
+        after = feeds.get(id(after[0]), [])
+    caps = {L.gate_cap(op) if L.builtin_kind(op)[0] == L.GATE else None for op in after}
+    if len(caps) != 1 or None in caps:
+        return None
+    return tuple(scales), caps.pop()
 
 
 def _is_identity(activation):
     return activation is None or activation is keras.activations.linear
 
 
-def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoint=None, checkpoint_every=50):
+def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoint=None, checkpoint_every=50,
+                 sums_dtype=None):
     """Fits a pattern for every Dense/Conv layer of `model` from `data`, in one pass (Eq. 2).
 
     kind="relu" uses the two-component estimator (E+ over the samples where a unit is
-    active) for layers followed by a ReLU and the linear estimator elsewhere; kind="linear"
+    active) for layers followed by a ReLU or ReLU6 (fused, standalone, or after BatchNorm; see
+    `relu_gates`) and the linear estimator elsewhere; kind="linear"
     uses the linear estimator everywhere. `data`: a numpy array, a tf.data.Dataset of x or
-    (x, y), or an iterable of batches. Returns `Patterns`.
+    (x, y), or an iterable of batches (several inputs: a list/tuple/dict of arrays or such
+    batches). Models may have several inputs and outputs; token inputs run through their
+    Embedding as usual. Returns `Patterns`.
 
     With `checkpoint` (an .npz path) the running sums are saved every `checkpoint_every`
     batches; a restarted call with the same data skips the batches already counted.
+    `sums_dtype='bfloat16'` computes the per-batch sums Σ x y⁺ and Σ x⁺ in bfloat16 (several
+    times faster on CPUs with AMX; each batch sum is rounded to 8 significant bits).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     batch_size = check_positive_int(batch_size, "batch_size")
-    input_shape, _ = model_io(model)
+    spec = ModelSpec(model, choose_output=False)  # patterns of every kernel layer, whichever output
     kernel_layers = [layer for layer in leaf_layers(model) if L.is_kernel_layer(layer)]
     if not kernel_layers:
         raise ValueError(f"Model '{model.name}' has no Dense or Conv layer to fit patterns for")
@@ -127,37 +183,36 @@ def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoi
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"Layer names must be unique across nested models to key patterns; repeated: {duplicates}")
-    relu_names = relu_fed_layers(model) if kind == "relu" else set()
-    statistics = {layer.name: _LayerStatistics(layer, layer.name in relu_names) for layer in kernel_layers}
+    gates = relu_gates(model) if kind == "relu" else {}
+    sums_dtype = check_compute_dtype(sums_dtype, "sums_dtype")
+    statistics = {layer.name: _LayerStatistics(layer, gates.get(layer.name), sums_dtype) for layer in kernel_layers}
 
-    LayerwiseRule().check_model(model)  # the same layer support as the pattern rules
+    spec.check_rule(PatternLayerSupport())  # the same layer support as the pattern rules
 
     def substitute(layer):
         if layer.name in statistics and statistics[layer.name].layer is layer:
             return lambda x, **kwargs: statistics[layer.name].update(tf.convert_to_tensor(x))
         return L.inference_call(layer)
 
-    signature = [tf.TensorSpec((None,) + tuple(input_shape[1:]), tf.float32)]
+    @tf.function(input_signature=spec.input_signature())
+    def accumulate(*inputs):
+        run_graph(model, spec.pack_inputs(list(inputs)), substitute)
 
-    @tf.function(input_signature=signature)
-    def accumulate(x):
-        run_graph(model, x, substitute)
-
-    batches, total = iterate_batches(data, batch_size, len(input_shape) - 1)
+    batches, total = spec.iterate_batches(data, batch_size)
     progress = keras.utils.Progbar(total, unit_name="batch") if verbose else None
     batches_done, num_samples = _restore(checkpoint, statistics, kind) if checkpoint else (0, 0)
     for step, batch in enumerate(batches, start=1):
         if step <= batches_done:
             continue  # counted before a restart
-        batch = check_inputs(batch, input_shape, name="data batch")
-        accumulate(tf.constant(batch))
-        num_samples += batch.shape[0]
+        batch = spec.check(batch, name="data batch", embed=False)
+        accumulate(*[tf.constant(v) for v in batch.values])
+        num_samples += batch.num_samples
         if checkpoint and step % checkpoint_every == 0:
             _save(checkpoint, statistics, kind, step, num_samples)
         if progress is not None:
             progress.update(step)
     if num_samples == 0:
-        raise ValueError("data is empty: no sample to fit patterns on")
+        raise ValueError("data is empty: it must hold at least one sample to fit patterns on, got none")
     arrays = {name: stats.pattern() for name, stats in statistics.items()}
     return Patterns(arrays, kind=kind, num_samples=num_samples)
 

@@ -5,8 +5,8 @@ import numbers
 import numpy as np
 
 
-def model_io(model):
-    """The model's single input shape (batch axis first) and its output width; clear errors otherwise."""
+def model_tensors(model):
+    """The model's input and output tensors (flat lists), or a ValueError if it was never built on an input."""
     try:
         inputs, outputs = model.inputs, model.outputs
     except (AttributeError, ValueError):
@@ -16,6 +16,12 @@ def model_io(model):
             f"Model '{model.name}' has no defined input; build it first, e.g. with keras.Input(shape) "
             "as its first layer or model.build((None, ...))."
         )
+    return list(inputs), list(outputs)
+
+
+def model_io(model):
+    """The model's single input shape (batch axis first) and its output width; clear errors otherwise."""
+    inputs, outputs = model_tensors(model)
     if len(inputs) != 1 or len(outputs) != 1:
         raise ValueError(
             f"Model '{model.name}' has {len(inputs)} inputs and {len(outputs)} outputs; "
@@ -28,8 +34,8 @@ def model_io(model):
     return input_shape, width
 
 
-def check_inputs(x, input_shape, name="x", dtype="float32"):
-    """Returns `x` as a finite float array of the model's input shape, or raises saying why it is not."""
+def checked_array(x, input_shape, name="x"):
+    """`x` as a numeric numpy array of the model input's rank and shape (batch axis first), dtype unchanged."""
     if hasattr(x, "numpy"):
         x = x.numpy()
     try:
@@ -47,14 +53,37 @@ def check_inputs(x, input_shape, name="x", dtype="float32"):
             raise ValueError(f"{name} must have shape {expected}, got {array.shape} (axis {axis})")
     if array.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (shape {array.shape}); pass at least one sample")
-    array = array.astype(dtype, copy=False)
+    return array
+
+
+def check_inputs(x, input_shape, name="x", dtype="float32"):
+    """Returns `x` as a finite array of the model's input shape in `dtype`, or raises saying why it is not.
+
+    Integer and other float inputs (float16, float64) are cast to `dtype`, the model input's dtype;
+    values that the cast turns infinite (beyond its range) are an error, like NaN and Inf.
+    """
+    array = checked_array(x, input_shape, name)
+    _check_finite(array, name)
+    with np.errstate(over="ignore"):  # overflow is reported below, with the value
+        cast = array.astype(dtype, copy=False)
+    if cast is not array and np.issubdtype(cast.dtype, np.floating) and not np.all(np.isfinite(cast)):
+        largest = float(np.max(np.abs(array.astype(np.float64))))
+        raise ValueError(
+            f"{name} has values beyond the range of the model's {np.dtype(dtype).name} inputs "
+            f"(largest |value| {largest:.3g}, dtype {array.dtype}); rescale the input"
+        )
+    return cast
+
+
+def _check_finite(array, name):
+    if not np.issubdtype(array.dtype, np.floating):
+        return
     bad = ~np.isfinite(array)
     if bad.any():
         samples = np.unique(np.nonzero(bad)[0])
         raise ValueError(
             f"{name} contains NaN or Inf ({int(bad.sum())} values, in samples {samples[:10].tolist()})"
         )
-    return array
 
 
 def resolve_neurons(neuron_selection, num_samples, width, predict):
@@ -127,3 +156,61 @@ def check_noise_scale(noise_scale, name="noise_scale"):
             f"{name} must be a finite number >= 0 (sigma as a fraction of each sample's max - min), got {noise_scale!r}"
         )
     return float(noise_scale)
+
+
+def resolve_output(output, names, model_name):
+    """The index of the explained output: `output` is one of `names` or an index; None only for one output."""
+    listed = ", ".join(repr(n) for n in names)
+    if output is None:
+        if len(names) == 1:
+            return 0
+        raise ValueError(
+            f"Model '{model_name}' has {len(names)} outputs ({listed}); choose the one to explain with "
+            f"output=<name> or output=<index 0..{len(names) - 1}>"
+        )
+    if isinstance(output, str):
+        if output not in names:
+            raise ValueError(f"output {output!r} is not an output of model '{model_name}'; its outputs are {listed}")
+        if names.count(output) > 1:
+            indices = [i for i, n in enumerate(names) if n == output]
+            raise ValueError(f"output {output!r} names several outputs of model '{model_name}' (indices {indices}); "
+                             "choose one by its index")
+        return names.index(output)
+    if isinstance(output, numbers.Integral) and not isinstance(output, bool):
+        if not 0 <= output < len(names):
+            raise ValueError(
+                f"output index {output} is out of range: model '{model_name}' has {len(names)} outputs "
+                f"(valid: 0..{len(names) - 1}, or a name: {listed})"
+            )
+        return int(output)
+    raise TypeError(f"output must be an output's name (str) or index (int), got {type(output).__name__} {output!r}")
+
+
+def check_finite_attributions(result, method):
+    """Raises if an analyzer's result holds NaN or Inf (an overflow in the model's float range), naming the samples."""
+    bad = ~np.isfinite(result)
+    if bad.any():
+        samples = np.unique(np.nonzero(bad)[0])
+        raise ValueError(
+            f"{method}'s attributions of samples {samples[:10].tolist()} contain NaN or Inf "
+            f"({int(bad.sum())} values): the model's output or gradient overflowed for these inputs "
+            "(e.g. exp or softmax of very large values). Rescale the inputs, or explain logits instead of "
+            "probabilities."
+        )
+    return result
+
+
+class SoftmaxOutputWarning(UserWarning):
+    """A gradient method is explaining a softmax output, whose gradients saturate; silence with warnings.filterwarnings."""
+
+
+def softmax_output_message(method, layer_name):
+    """The SoftmaxOutputWarning text for `method` on an output produced by softmax layer `layer_name`."""
+    return (
+        f"{method} explains the output of '{layer_name}', a softmax: its gradients saturate (they vanish as a "
+        "class probability nears 0 or 1 and mix in the other classes), so local-gradient maps of a confident "
+        "prediction are near zero and noisy. Methods that integrate along a path (integrated_gradients, pgig, "
+        "expected_gradients, smoothgrad_ig, noise_baseline_ig, smooth_taylor) are less affected. To explain the "
+        "logits, rebuild the last layer with activation=None (same weights) or drop the Softmax layer. Silence "
+        "with warnings.filterwarnings('ignore', category=pgig_tf.SoftmaxOutputWarning)."
+    )

@@ -5,6 +5,7 @@ import inspect
 import json
 import os
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -83,6 +84,10 @@ def main(argv=None):
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # one analyzer per step traces its own function; not a problem here
+    # the paper explains the softmax output on purpose (§5); the warning would repeat per method
+    from pgig_tf.validation import SoftmaxOutputWarning
+
+    warnings.filterwarnings("ignore", category=SoftmaxOutputWarning)
 
     from pgig_tf import ANALYZERS
     from pgig_tf.sanity import cascading_randomization, plot_randomization

@@ -17,6 +17,23 @@ def set_random_weights(model, seed, scale=0.5):
     return model
 
 
+@pytest.fixture(autouse=True)
+def restore_op_determinism():
+    """Leaves TF's process-wide op-determinism switch as each test found it.
+
+    The degradation benchmark's CLI, run in-process by its tests, switches it on; TF has no public
+    off switch, hence the internal module.
+    """
+    from tensorflow.python.framework import config
+
+    enabled = config.is_op_determinism_enabled()
+    yield
+    if enabled:
+        config.enable_op_determinism()
+    else:
+        config.disable_op_determinism()
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -92,10 +92,10 @@ def test_unsupported_layer_names_the_layer_and_class():
         create_analyzer("pattern_attribution", model, patterns={"d": np.ones((4, 3), np.float32)})
 
 
-def test_batchnorm_is_rejected_by_pattern_rules_for_now():
+def test_pattern_fitting_rejects_an_unknown_layer_and_says_how_to_register_it():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d"),
-                              keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(2, name="o")])
-    with pytest.raises(ValueError, match=r"'bn' \(BatchNormalization\)"):
+                              Scale(name="sc"), keras.layers.Dense(2, name="o")])
+    with pytest.raises(ValueError, match=r"'sc' \(Scale\).*pattern fitting.*pgig_tf\.register_rule\(Scale, \"linear\"\)"):
         create_analyzer("pgig", model).fit(np.ones((4, 4), np.float32), verbose=False)
 
 

@@ -1,13 +1,21 @@
 """The analyzer base class: a backward rule times an aggregator, with iNNvestigate's fit/analyze API."""
 
+import inspect
+import sys
+import warnings
+
 import numpy as np
-import tensorflow as tf
 
 from ..engine import START_ONE, GradientEngine
 from ..pattern_fitting import fit_patterns
 from ..patterns import Patterns
+from ..precision import check_compute_dtype
 from ..rules import make_rule, rule_class
-from ..validation import check_inputs, check_positive_int, check_seed, model_io, resolve_neurons
+from ..model_spec import ModelSpec, SpecRule
+from ..validation import (
+    SoftmaxOutputWarning, check_finite_attributions, check_positive_int, check_seed, resolve_neurons,
+    softmax_output_message,
+)
 
 
 class Analyzer:
@@ -16,13 +24,42 @@ class Analyzer:
     Subclasses choose the aggregator (`_make_aggregator`); the rule ('gradient',
     'guided_backprop', 'pattern_attribution', 'pattern_net') and where the backward pass
     starts (1.0 or the output value) are constructor settings. Pattern rules take `patterns=`
-    or fit their own with `fit(data)`.
+    or fit their own with `fit(data)`. `output=` (a name or index) chooses the explained output
+    of a multi-output model; a multi-input model takes and returns one array per input; token
+    inputs (ids into an Embedding) are explained on the embedded vectors, one score per token.
+    Speed options: `compute_dtype='bfloat16'` runs the model in bfloat16 inside the compiled
+    loop (several times faster on CPUs with AMX/AVX512-BF16, with errors of about 1% of the
+    map's scale; the model is not changed), `jit_compile=True` compiles the loop with XLA.
     """
 
-    def __init__(self, model, *, rule="gradient", patterns=None, start=START_ONE, batch_size=64, seed=None):
+    # Settings whose current attribute value is saved instead of the constructor argument:
+    # state that fit() or an assignment changes after construction (see get_config).
+    _state_arguments = ("patterns", "seed")
+
+    # True for the methods that take the gradient at (or near) the input itself, which a softmax
+    # output saturates; they warn (SoftmaxOutputWarning) when the explained output is a softmax.
+    expects_logits = False
+
+    def __new__(cls, *args, **kwargs):
+        # Records the concrete class's constructor arguments (defaults filled in) before __init__
+        # runs, so that save() round-trips every setting, new ones included, with no per-class code.
+        self = super().__new__(cls)
+        self._constructor_arguments = _bound_arguments(cls, args, kwargs)
+        return self
+
+    def __init__(self, model, *, rule="gradient", patterns=None, start=START_ONE, batch_size=64, seed=None,
+                 output=None,
+                 compute_dtype=None, jit_compile=False):
         self.model = model
         self.seed = check_seed(seed)
-        self._input_shape, self._output_width = model_io(model)
+        self.output = output
+        self.compute_dtype = check_compute_dtype(compute_dtype)
+        self.jit_compile = bool(jit_compile)
+        self._spec = ModelSpec(model, output)
+        # the engine's view of one sample (the input itself for a single float input)
+        self._input_shape, self._output_width = (None,) + self._spec.engine_shape, self._spec.output_width
+        self._spec_rule = None
+        self._warn_if_softmax()
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.start = start
         self.rule_name = rule
@@ -32,7 +69,6 @@ class Analyzer:
         self.patterns = patterns
         self._rule = None
         self._engine = None
-        self._predict_functions = {}
         if patterns is not None or not self.needs_patterns:
             self._get_rule()  # unsupported layers and bad patterns fail here, not at analyze
 
@@ -43,29 +79,45 @@ class Analyzer:
                 self.model, data, kind=kind, batch_size=batch_size or self.batch_size, verbose=verbose
             )
             self._rule = self._engine = None
+        elif self._spec.is_array_data(data):
+            self._spec.check(data, name="data", embed=False)  # nothing to fit, but wrong data is still an error
         return self
 
     def analyze(self, x, neuron_selection="max_activation"):
-        """Attributions for output `neuron_selection` ('max_activation', an int, or one int per sample)."""
-        x = check_inputs(x, self._input_shape)
-        targets = self._targets(x, neuron_selection)
-        return self._get_engine()(x, targets, seed=self._next_seed())
+        """Attributions for output `neuron_selection` ('max_activation', an int, or one int per sample).
+
+        `x`: an array for a single-input model, or a list/tuple/dict by input name of arrays, one
+        per input; the result has the same structure, one attribution array per input. A token
+        input (ids into an Embedding layer) gets one score per token: the attribution on its
+        embedded vectors summed over the embedding axis.
+        """
+        batch = self._spec.check(x)
+        targets = self._targets(batch, neuron_selection)
+        result = self._get_engine()(batch.engine, targets, seed=self._next_seed())
+        return self._finish(result, batch)
 
     def predict(self, x):
-        """The model's output on `x` (inference mode), computed `batch_size` samples at a time."""
-        return self._predict_checked(check_inputs(x, self._input_shape))
+        """The explained output on `x` (inference mode), computed `batch_size` samples at a time."""
+        return self._predict_checked(self._spec.check(x, embed=False))
 
-    def _targets(self, x, neuron_selection):
-        """One output index per sample of the already checked `x`."""
-        return resolve_neurons(neuron_selection, x.shape[0], self._output_width, lambda: self._predict_checked(x))
+    def _targets(self, batch, neuron_selection):
+        """One output index per sample of the already checked `batch` (a `model_spec.Batch`)."""
+        return resolve_neurons(
+            neuron_selection, batch.num_samples, self._output_width, lambda: self._predict_checked(batch)
+        )
 
-    def _predict_checked(self, x):
-        function = self._predict_function(x.shape[1:])
-        outputs = [
-            function(tf.constant(x[i : i + self.batch_size])).numpy()
-            for i in range(0, x.shape[0], self.batch_size)
-        ]
-        return np.concatenate(outputs)
+    def _predict_checked(self, batch):
+        return self._spec.predict(batch, self.batch_size)
+
+    def _finish(self, result, batch):
+        """The engine's result, checked for NaN/Inf, in the structure of the user's input."""
+        return self._spec.restore(check_finite_attributions(result, type(self).__name__), batch)
+
+    def _warn_if_softmax(self):
+        layer = self._spec.softmax_layer() if self.expects_logits else None
+        if layer is not None:
+            warnings.warn(softmax_output_message(type(self).__name__, layer.name), SoftmaxOutputWarning,
+                          stacklevel=_user_stacklevel())
 
     @property
     def tracing_count(self):
@@ -89,22 +141,91 @@ class Analyzer:
                     f"{type(self).__name__} needs patterns: call analyzer.fit(data) or pass patterns=..."
                 )
             rule = make_rule(self.rule_name, patterns=self.patterns)
-            rule.check_model(self.model)
+            self._spec.check_rule(rule)
             self._rule = rule
         return self._rule
 
+    def _engine_rule(self):
+        """The rule as the engine calls it: through the model spec (inputs, embeddings, chosen output)."""
+        rule = self._get_rule()
+        if self._spec_rule is None or self._spec_rule.rule is not rule:
+            self._spec_rule = SpecRule(rule, self._spec)
+        return self._spec_rule
+
+    def _make_engine(self, aggregator):
+        """A GradientEngine for `aggregator` (told the input segments, for per-input noise ranges)."""
+        aggregator.segments = self._spec.segments
+        return GradientEngine(self.model, self._engine_rule(), aggregator, start=self.start, batch_size=self.batch_size,
+                              compute_dtype=self.compute_dtype, jit_compile=self.jit_compile)
+
     def _get_engine(self):
         if self._engine is None:
-            self._engine = GradientEngine(
-                self.model, self._get_rule(), self._make_aggregator(), start=self.start, batch_size=self.batch_size
-            )
+            self._engine = self._make_engine(self._make_aggregator())
         return self._engine
 
-    def _predict_function(self, sample_shape):
-        key = tuple(sample_shape)
-        if key not in self._predict_functions:
-            signature = [tf.TensorSpec((None,) + key, tf.float32)]
-            self._predict_functions[key] = tf.function(
-                lambda x: self.model(x, training=False), input_signature=signature
-            )
-        return self._predict_functions[key]
+    def get_config(self):
+        """The constructor arguments but `model` (defaults filled in), with fitted state (patterns, seed, ...) as now."""
+        if self._constructor_arguments is None:
+            raise ValueError(f"{type(self).__name__} was not built through its constructor; its settings are unknown")
+        config = dict(self._constructor_arguments)
+        for name in self._state_arguments:
+            if name in config:
+                config[name] = getattr(self, name)
+        return config
+
+    def save(self, path):
+        """Writes the settings and fitted state to one `.npz` file; `pgig_tf.load_analyzer(path, model)` rebuilds it."""
+        from ..persistence import save_analyzer
+
+        return save_analyzer(self, path)
+
+    def set_patterns(self, patterns):
+        """Uses `patterns` from now on. With the same layers, shapes and dtypes as the current ones they are
+        written into the compiled loop's variables (no retrace, e.g. refitting during training)."""
+        if not isinstance(patterns, Patterns):
+            patterns = Patterns(patterns)
+        if not self.needs_patterns:
+            self.patterns = patterns  # unused by this rule; kept like the constructor keeps it
+            return self
+        variables = getattr(self._rule, "_variables", None)
+        if variables is not None and set(variables) == set(patterns) and all(
+            tuple(v.shape) == patterns[k].shape and v.dtype.as_numpy_dtype == patterns[k].dtype
+            for k, v in variables.items()
+        ):
+            patterns.check(self.model)
+            for name, variable in variables.items():
+                variable.assign(patterns[name])
+            self._rule.patterns = patterns
+        else:
+            self._rule = self._engine = None
+        self.patterns = patterns
+        self._get_rule()  # patterns that do not fit the model fail here
+        return self
+
+
+def _user_stacklevel():
+    """The `stacklevel` that attributes a warning to the first caller outside pgig_tf."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("pgig_tf"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _bound_arguments(cls, args, kwargs):
+    """{name: value} of `cls(model, *args, **kwargs)`'s arguments with defaults, without `model`; None if they do not bind."""
+    signature = inspect.signature(cls.__init__)
+    try:
+        bound = signature.bind(None, *args, **kwargs)
+    except TypeError:
+        return None  # __init__ raises the same error; copy and pickle call __new__ without arguments
+    bound.apply_defaults()
+    arguments = {}
+    for name, value in list(bound.arguments.items())[1:]:
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            arguments[name] = tuple(value)
+        elif name != "model":
+            arguments[name] = value
+    return arguments

@@ -7,8 +7,12 @@ from .base import Analyzer
 class GradientAnalyzer(Analyzer):
     """The plain input gradient of the selected output (Simonyan et al., 2014)."""
 
-    def __init__(self, model, *, batch_size=64):
-        super().__init__(model, rule="gradient", batch_size=batch_size)
+    expects_logits = True
+
+    def __init__(self, model, *, batch_size=64, output=None,
+                 compute_dtype=None, jit_compile=False):
+        super().__init__(model, rule="gradient", batch_size=batch_size, output=output,
+                         compute_dtype=compute_dtype, jit_compile=jit_compile)
 
     def _make_aggregator(self):
         return SinglePoint()
@@ -17,8 +21,12 @@ class GradientAnalyzer(Analyzer):
 class InputTimesGradientAnalyzer(Analyzer):
     """Gradient x Input (Shrikumar et al., 2016): x * df/dx."""
 
-    def __init__(self, model, *, batch_size=64):
-        super().__init__(model, rule="gradient", batch_size=batch_size)
+    expects_logits = True
+
+    def __init__(self, model, *, batch_size=64, output=None,
+                 compute_dtype=None, jit_compile=False):
+        super().__init__(model, rule="gradient", batch_size=batch_size, output=output,
+                         compute_dtype=compute_dtype, jit_compile=jit_compile)
 
     def _make_aggregator(self):
         return SinglePoint(times_input=True)
@@ -27,8 +35,12 @@ class InputTimesGradientAnalyzer(Analyzer):
 class GuidedBackpropAnalyzer(Analyzer):
     """Guided Backprop (Springenberg et al., 2014): at each ReLU only positive gradient where the input was positive."""
 
-    def __init__(self, model, *, batch_size=64):
-        super().__init__(model, rule="guided_backprop", batch_size=batch_size)
+    expects_logits = True
+
+    def __init__(self, model, *, batch_size=64, output=None,
+                 compute_dtype=None, jit_compile=False):
+        super().__init__(model, rule="guided_backprop", batch_size=batch_size, output=output,
+                         compute_dtype=compute_dtype, jit_compile=jit_compile)
 
     def _make_aggregator(self):
         return SinglePoint()

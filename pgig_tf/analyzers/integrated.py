@@ -1,7 +1,7 @@
 """Path methods: Integrated Gradients (Eq. 1) and Pattern-Guided Integrated Gradients (Eq. 4)."""
 
 from ..aggregators import StraightPath
-from ..validation import check_baseline, check_positive_int
+from ..validation import check_positive_int
 from .base import Analyzer
 
 
@@ -11,10 +11,13 @@ class IntegratedGradientsAnalyzer(Analyzer):
     `rule=` takes any backward rule; rule='pattern_attribution' is PGIG.
     """
 
-    def __init__(self, model, *, steps=25, baseline=0.0, rule="gradient", patterns=None, batch_size=64):
-        super().__init__(model, rule=rule, patterns=patterns, batch_size=batch_size)
+    def __init__(self, model, *, steps=25, baseline=0.0, rule="gradient", patterns=None, batch_size=64,
+                 output=None,
+                 compute_dtype=None, jit_compile=False):
+        super().__init__(model, rule=rule, patterns=patterns, batch_size=batch_size, output=output,
+                         compute_dtype=compute_dtype, jit_compile=jit_compile)
         self.steps = check_positive_int(steps, "steps")
-        self.baseline = check_baseline(baseline, self._input_shape)
+        self.baseline = self._spec.baseline(baseline)
 
     def _make_aggregator(self):
         return StraightPath(self.steps, self.baseline)
@@ -27,8 +30,9 @@ class PGIGAnalyzer(IntegratedGradientsAnalyzer):
     gradient, started with 1.0. On a linear model PGIG_i = p_i * IG_i (§4.1).
     """
 
-    def __init__(self, model, *, patterns=None, steps=25, baseline=0.0, batch_size=64):
+    def __init__(self, model, *, patterns=None, steps=25, baseline=0.0, batch_size=64, output=None,
+                 compute_dtype=None, jit_compile=False):
         super().__init__(
             model, steps=steps, baseline=baseline, rule="pattern_attribution", patterns=patterns,
-            batch_size=batch_size,
+            batch_size=batch_size, output=output, compute_dtype=compute_dtype, jit_compile=jit_compile,
         )

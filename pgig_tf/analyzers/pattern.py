@@ -8,8 +8,12 @@ from .base import Analyzer
 class PatternNetAnalyzer(Analyzer):
     """PatternNet: the signal estimate, backward kernels replaced by the patterns, started with the output value."""
 
-    def __init__(self, model, *, patterns=None, batch_size=64):
-        super().__init__(model, rule="pattern_net", patterns=patterns, start=START_VALUE, batch_size=batch_size)
+    expects_logits = True
+
+    def __init__(self, model, *, patterns=None, batch_size=64, output=None,
+                 compute_dtype=None, jit_compile=False):
+        super().__init__(model, rule="pattern_net", patterns=patterns, start=START_VALUE, batch_size=batch_size,
+                         output=output, compute_dtype=compute_dtype, jit_compile=jit_compile)
 
     def _make_aggregator(self):
         return SinglePoint()
@@ -18,9 +22,13 @@ class PatternNetAnalyzer(Analyzer):
 class PatternAttributionAnalyzer(Analyzer):
     """PatternAttribution (Eq. 3): backward kernels w * p, started with the selected output's value (§3.4)."""
 
-    def __init__(self, model, *, patterns=None, batch_size=64):
+    expects_logits = True
+
+    def __init__(self, model, *, patterns=None, batch_size=64, output=None,
+                 compute_dtype=None, jit_compile=False):
         super().__init__(
-            model, rule="pattern_attribution", patterns=patterns, start=START_VALUE, batch_size=batch_size
+            model, rule="pattern_attribution", patterns=patterns, start=START_VALUE, batch_size=batch_size,
+            output=output, compute_dtype=compute_dtype, jit_compile=jit_compile,
         )
 
     def _make_aggregator(self):

@@ -9,13 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 from .. import aggregators as A
-from ..data import iterate_batches
-from ..engine import GradientEngine
 from ..degradation import Degrader, aupc
 from ..smoothness import autvc
-from ..validation import (
-    check_baseline, check_inputs, check_noise_scale, check_positive_int,
-)
+from ..validation import check_noise_scale, check_positive_int
 from .base import Analyzer
 
 
@@ -23,8 +19,10 @@ class _SamplingAnalyzer(Analyzer):
     """Shared settings: `samples` draws per input, `noise_scale`, any backward `rule`."""
 
     def __init__(self, model, *, samples, noise_scale=0.15, rule="gradient", patterns=None, seed=None,
-                 batch_size=64):
-        super().__init__(model, rule=rule, patterns=patterns, seed=seed, batch_size=batch_size)
+                 batch_size=64, output=None,
+                 compute_dtype=None, jit_compile=False):
+        super().__init__(model, rule=rule, patterns=patterns, seed=seed, batch_size=batch_size, output=output,
+                         compute_dtype=compute_dtype, jit_compile=jit_compile)
         self.samples = check_positive_int(samples, "samples")
         self.noise_scale = check_noise_scale(noise_scale)
 
@@ -33,11 +31,14 @@ class SmoothGradAnalyzer(_SamplingAnalyzer):
     """SmoothGrad (Smilkov et al., 2017): the mean of ∇f(x + eps)."""
 
     statistic = A.MEAN
+    expects_logits = True
 
     def __init__(self, model, *, samples=25, noise_scale=0.15, rule="gradient", patterns=None, seed=None,
-                 batch_size=64):
+                 batch_size=64, output=None,
+                 compute_dtype=None, jit_compile=False):
         super().__init__(model, samples=samples, noise_scale=noise_scale, rule=rule, patterns=patterns,
-                         seed=seed, batch_size=batch_size)
+                         seed=seed, batch_size=batch_size, output=output,
+                         compute_dtype=compute_dtype, jit_compile=jit_compile)
 
     def _make_aggregator(self):
         return A.GaussianNoise(self.samples, self.noise_scale, self.statistic)
@@ -59,11 +60,13 @@ class SmoothGradIGAnalyzer(_SamplingAnalyzer):
     """SmoothGrad-IG (App. A.3): IG's path mean averaged over noisy inputs, times (x - baseline)."""
 
     def __init__(self, model, *, steps=25, samples=25, noise_scale=0.15, baseline=0.0, rule="gradient",
-                 patterns=None, seed=None, batch_size=64):
+                 patterns=None, seed=None, batch_size=64, output=None,
+                 compute_dtype=None, jit_compile=False):
         super().__init__(model, samples=samples, noise_scale=noise_scale, rule=rule, patterns=patterns,
-                         seed=seed, batch_size=batch_size)
+                         seed=seed, batch_size=batch_size, output=output,
+                         compute_dtype=compute_dtype, jit_compile=jit_compile)
         self.steps = check_positive_int(steps, "steps")
-        self.baseline = check_baseline(baseline, self._input_shape)
+        self.baseline = self._spec.baseline(baseline)
 
     def _make_aggregator(self):
         return A.NoisyPath(self.steps, self.samples, self.noise_scale, self.baseline)
@@ -72,9 +75,11 @@ class SmoothGradIGAnalyzer(_SamplingAnalyzer):
 class NoiseBaselineIGAnalyzer(_SamplingAnalyzer):
     """IG with uniform-noise baselines (SmoothTaylor paper Eq. 3): mean of `samples` IG maps, baselines U[min x, max x]."""
 
-    def __init__(self, model, *, steps=50, samples=10, rule="gradient", patterns=None, seed=None, batch_size=64):
+    def __init__(self, model, *, steps=50, samples=10, rule="gradient", patterns=None, seed=None, batch_size=64,
+                 output=None, compute_dtype=None, jit_compile=False):
         super().__init__(model, samples=samples, noise_scale=0.0, rule=rule, patterns=patterns, seed=seed,
-                         batch_size=batch_size)
+                         batch_size=batch_size, output=output, compute_dtype=compute_dtype,
+                         jit_compile=jit_compile)
         self.steps = check_positive_int(steps, "steps")
 
     def _make_aggregator(self):
@@ -88,10 +93,14 @@ class ExpectedGradientsAnalyzer(_SamplingAnalyzer):
     `max_background` samples of `data` (and fits patterns too for a pattern rule).
     """
 
+    _state_arguments = _SamplingAnalyzer._state_arguments + ("baselines",)  # the background kept by fit()
+
     def __init__(self, model, *, samples=49, baselines=None, max_background=1000, rule="gradient", patterns=None,
-                 seed=None, batch_size=64):
+                 seed=None, batch_size=64, output=None,
+                 compute_dtype=None, jit_compile=False):
         super().__init__(model, samples=samples, noise_scale=0.0, rule=rule, patterns=patterns, seed=seed,
-                         batch_size=batch_size)
+                         batch_size=batch_size, output=output, compute_dtype=compute_dtype,
+                         jit_compile=jit_compile)
         self.max_background = check_positive_int(max_background, "max_background")
         self.baselines = None
         self._background = None
@@ -99,25 +108,28 @@ class ExpectedGradientsAnalyzer(_SamplingAnalyzer):
             self.set_background(baselines)
 
     def set_background(self, baselines):
-        """Uses `baselines` (n, *sample shape) as the background distribution."""
-        self.baselines = check_inputs(baselines, self._input_shape, name="baselines")
-        self._background = tf.Variable(self.baselines, trainable=False, name="background")
+        """Uses `baselines` (n, *sample shape; several inputs: one such array per input) as the background."""
+        batch = self._spec.check(baselines, name="baselines")
+        self.baselines = self._spec.pack_like(batch.values, batch)
+        self._background = tf.Variable(batch.engine, trainable=False, name="background")
         self._engine = None
         return self
 
     def fit(self, data, kind="relu", batch_size=None, verbose=True):
         """Keeps up to `max_background` samples of `data` as background; fits patterns for a pattern rule."""
         super().fit(data, kind=kind, batch_size=batch_size, verbose=verbose)
-        batches, _ = iterate_batches(data, batch_size or self.batch_size, len(self._input_shape) - 1)
+        batches, _ = self._spec.iterate_batches(data, batch_size or self.batch_size)
         kept, count = [], 0
         for batch in batches:
-            kept.append(batch[: self.max_background - count])
-            count += len(kept[-1])
+            values = self._spec.check(batch, name="data batch", embed=False).values
+            kept.append([v[: self.max_background - count] for v in values])
+            count += len(kept[-1][0])
             if count >= self.max_background:
                 break
         if count == 0:
-            raise ValueError("data is empty: Expected Gradients needs background samples")
-        return self.set_background(np.concatenate(kept))
+            raise ValueError("data is empty: Expected Gradients needs background samples, got none")
+        background = [np.concatenate(piece) for piece in zip(*kept)]
+        return self.set_background(background[0] if len(background) == 1 else background)
 
     def _make_aggregator(self):
         if self._background is None:
@@ -138,10 +150,18 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
 
     def __init__(self, model, *, samples=150, noise_scale=0.5, candidates=(0.1, 0.3, 0.5, 0.7, 0.9),
                  criterion="aupc", patch_size=9, num_steps=100, rule="gradient", patterns=None, seed=None,
-                 batch_size=64):
+                 batch_size=64, output=None,
+                 compute_dtype=None, jit_compile=False):
         self.adaptive = isinstance(noise_scale, str) and noise_scale == "adaptive"
         super().__init__(model, samples=samples, noise_scale=0.0 if self.adaptive else noise_scale, rule=rule,
-                         patterns=patterns, seed=seed, batch_size=batch_size)
+                         patterns=patterns, seed=seed, batch_size=batch_size, output=output,
+                         compute_dtype=compute_dtype, jit_compile=jit_compile)
+        if self.adaptive and not (self._spec.simple and len(self._spec.output_names) == 1):
+            raise ValueError(
+                "noise_scale='adaptive' scores candidate maps as images; it needs a single-input, single-output "
+                f"model, got {len(self._spec.parts)} input(s) {self._spec.input_names}"
+                f"{' (token ids)' if self._spec.embedding_ids else ''} and outputs {self._spec.output_names}"
+            )
         self.candidates = tuple(check_noise_scale(c, "candidates") for c in candidates)
         if not self.candidates:
             raise ValueError("candidates must name at least one noise_scale")
@@ -159,8 +179,9 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
     def analyze(self, x, neuron_selection="max_activation"):
         if not self.adaptive:
             return super().analyze(x, neuron_selection)
-        x = check_inputs(x, self._input_shape)
-        targets = self._targets(x, neuron_selection)
+        batch = self._spec.check(x)
+        x = batch.engine
+        targets = self._targets(batch, neuron_selection)
         seed = self._next_seed()
         maps = np.stack([self._candidate_engine(c)(x, targets, seed=seed) for c in self.candidates])
         if self.criterion == "aupc":
@@ -171,22 +192,28 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
             scores = np.stack([autvc(m) for m in maps])
         best = np.argmin(scores, axis=0)
         self.chosen_noise_scales = np.asarray(self.candidates)[best]
-        return maps[best, np.arange(len(x))]
+        return self._finish(maps[best, np.arange(len(x))], batch)
 
     def _candidate_engine(self, noise_scale):
+        rule = self._get_rule()
+        if getattr(self, "_candidate_rule", None) is not rule:  # fit() gave new patterns: rebuild the engines
+            self._candidate_engines, self._candidate_rule = {}, rule
         if noise_scale not in self._candidate_engines:
-            self._candidate_engines[noise_scale] = GradientEngine(
-                self.model, self._get_rule(), A.TaylorRoots(self.samples, noise_scale), batch_size=self.batch_size)
+            self._candidate_engines[noise_scale] = self._make_engine(A.TaylorRoots(self.samples, noise_scale))
         return self._candidate_engines[noise_scale]
 
 
 class RandomAnalyzer(Analyzer):
     """The degradation benchmark's control: attributions drawn uniformly from [0, 1), independent of the model."""
 
-    def __init__(self, model, *, seed=None, batch_size=64):
-        super().__init__(model, seed=seed, batch_size=batch_size)
+    def __init__(self, model, *, seed=None, batch_size=64, output=None,
+                 compute_dtype=None, jit_compile=False):
+        super().__init__(model, seed=seed, batch_size=batch_size, output=output,
+                         compute_dtype=compute_dtype, jit_compile=jit_compile)
 
     def analyze(self, x, neuron_selection="max_activation"):
-        x = check_inputs(x, self._input_shape)
-        self._targets(x, neuron_selection)  # validates the selection like every analyzer
-        return np.random.default_rng(self._next_seed()).random(x.shape, dtype=np.float32)
+        batch = self._spec.check(x, embed=False)
+        self._targets(batch, neuron_selection)  # validates the selection like every analyzer
+        rng = np.random.default_rng(self._next_seed())
+        shapes = self._spec.attribution_shapes(batch)
+        return self._spec.pack_like([rng.random(shape, dtype=np.float32) for shape in shapes], batch)

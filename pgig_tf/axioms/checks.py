@@ -43,7 +43,7 @@ SYMMETRY_LARGE_BUDGETS = {
     "expected_gradients": {"samples": 4096},
     "smooth_taylor": {"samples": 4096},
 }
-NOT_APPLICABLE = {
+NOT_APPLICABLE_REASONS = {
     ("completeness", "smoothgrad_squared"): "maps are mean squared gradients, (∂f/∂x)², "
                                             "not a decomposition of Δf",
     ("completeness", "vargrad"): "maps are gradient variances, (∂f/∂x)², not a decomposition of Δf",
@@ -71,7 +71,7 @@ def budget_label(budget):
 def _result(property_name, name, value, verdict, metric, budget=None, **details):
     result = {"verdict": verdict, "value": float(value), "metric": metric, "budget": budget_label(budget),
               "details": details}
-    reason = NOT_APPLICABLE.get((property_name, name))
+    reason = NOT_APPLICABLE_REASONS.get((property_name, name))
     if reason:
         result["verdict"], result["reason"] = C.NOT_APPLICABLE, reason
     return result

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -37,6 +38,11 @@ SPEED_METHODS = {
     "smooth_taylor": {"samples": 25},
     "noise_baseline_ig": {"steps": 5, "samples": 5},
 }
+
+
+# Methods without random draws: their jit_compile maps are comparable with float32's.
+DETERMINISTIC = ("gradient", "input_t_gradient", "guided_backprop", "pattern_net", "pattern_attribution",
+                 "integrated_gradients", "pgig")
 
 
 def evaluations(name, settings):
@@ -144,6 +150,70 @@ def time_analyzer(model, name, settings, batch_size, patterns, background, limit
             "traces_after_repeats": analyzer.tracing_count}
 
 
+def levers(model, names, batch_size, patterns, background, limit, repeats):
+    """The speed options against the float32 loop: time ratio to the limit and the maps' error.
+
+    Error: relative L2 distance ||a - a32|| / ||a32|| of the maps of the same 2 images, and their
+    correlation; jit_compile draws other (XLA Philox) noise, so its error is shown for deterministic
+    methods only.
+    """
+    from .degradation_benchmark import build_analyzers
+
+    rows = {}
+    x = inputs_for(model, max(1, batch_size // 25), seed=6)
+    for name in names:
+        settings = SPEED_METHODS[name]
+        evals = evaluations(name, settings)
+        reference = None
+        for option in ({}, {"compute_dtype": "bfloat16"}, {"jit_compile": True}):
+            analyzer = build_analyzers(model, [name], patterns, background, batch_size, 0,
+                                       settings=lambda _: dict(settings, **option))[name]
+            try:
+                seconds = median_time(lambda: analyzer.analyze(x, neuron_selection=0), repeats) / len(x)
+            except ValueError as error:  # XLA could not compile this model's loop
+                rows[f"{name} {option}"] = {"error": str(error)}
+                continue
+            maps = analyzer.analyze(x, neuron_selection=0)
+            if reference is None:
+                reference = maps
+            key = f"{name} {option or 'float32'}"
+            rows[key] = {"seconds_per_image": seconds, "ratio": seconds / (evals * limit.best)}
+            line = f"{key:<48}{seconds:>9.4f} s/image  ratio {rows[key]['ratio']:.3f}"
+            if name in DETERMINISTIC or "jit_compile" not in option:
+                rows[key]["relative_l2_error"] = float(np.linalg.norm(maps - reference) / np.linalg.norm(reference))
+                rows[key]["correlation"] = float(np.corrcoef(maps.ravel(), reference.ravel())[0, 1])
+                line += f"  error {rows[key]['relative_l2_error']:.2e}  correlation {rows[key]['correlation']:.5f}"
+            print(line)
+    return rows
+
+
+def degradation_vs_floor(model, methods, images, targets, degrader, batch_size, patterns, background, limit,
+                         forward, repeats):
+    """Per image and method, the degradation benchmark's own step (analyze, then the K+1 curve points) against its floor.
+
+    The floor is the method's gradient evaluations at the limit plus K+1 compiled forward passes
+    at the degrader's chunk size; AUTVC and ranking are numpy work included in the time.
+    """
+    from ..benchmark import DEFAULT_METHODS
+    from ..smoothness import autvc
+    from .degradation_benchmark import build_analyzers, method_settings
+
+    analyzers = build_analyzers(model, methods or DEFAULT_METHODS, patterns, background, batch_size, 0)
+    rows = {}
+    for name, analyzer in analyzers.items():
+        def step():
+            maps = analyzer.analyze(images, neuron_selection=targets)
+            degrader.curves(images, maps, targets)
+            autvc(maps)
+
+        seconds = median_time(step, repeats) / len(images)
+        evals = 0 if name == "random" else evaluations(name, method_settings(name))
+        floor = evals * limit.best + (degrader.num_steps + 1) * forward
+        rows[name] = {"seconds_per_image": seconds, "evaluations_per_image": evals,
+                      "floor_seconds_per_image": floor, "ratio_to_floor": seconds / floor}
+    return rows
+
+
 def peak_memory(model_name, cache_dir, method, settings, batch_size):
     """Peak resident memory (MB, the kernel's VmHWM) of a fresh process that builds the model and runs one `analyze`.
 
@@ -168,17 +238,57 @@ print(json.dumps([before, high_water_mb()]))
     return {"peak_mb": after, "peak_before_analyze_mb": before, "analyze_mb": after - before}
 
 
+def degradation_section(args, model, patterns, background, limit):
+    """The benchmark's settings for this model (digits: 4x4 patches, K=64, image mean; else 9x9, K=100, patch mean)."""
+    from ..degradation import Degrader
+
+    if args.model == "digits":
+        from ..digits import load_digits_images
+        from ..pattern_fitting import fit_patterns
+
+        x_train, _, x_test, _ = load_digits_images(0)
+        images = x_test[: args.degradation_images]
+        patterns, background = fit_patterns(model, x_train, verbose=False), x_train[:1000]
+        degrader = Degrader(model, 4, 64, "image_mean", batch_size=args.batch_size)
+    else:
+        images = inputs_for(model, args.degradation_images, seed=5)
+        degrader = Degrader(model, 9, 100, "patch_mean", batch_size=args.batch_size)
+    targets = np.argmax(model.predict(images, verbose=0).reshape(len(images), -1), axis=1)
+    # the floor's forward pass at its best batch size, as the limit's gradient
+    forward = min(forward_time(model, b, args.repeats) for b in limit.candidates + [args.batch_size])
+    methods = [m.strip() for m in args.degradation_methods.split(",")] if args.degradation_methods else None
+    rows = degradation_vs_floor(model, methods, images, targets, degrader, args.batch_size, patterns, background,
+                                limit, forward, args.repeats)
+    print(f"degradation benchmark step, {len(images)} images, K={degrader.num_steps}, forward "
+          f"{forward * 1000:.3f} ms/image:")
+    print(f"{'method':<22}{'evals':>6}{'s/image':>10}{'floor':>10}{'ratio':>8}")
+    for name, r in rows.items():
+        print(f"{name:<22}{r['evaluations_per_image']:>6}{r['seconds_per_image']:>10.4f}"
+              f"{r['floor_seconds_per_image']:>10.4f}{r['ratio_to_floor']:>8.3f}")
+    return {"images": len(images), "num_steps": degrader.num_steps, "forward_seconds_per_image": forward,
+            "methods": rows}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vgg16", help="vgg16 (weights=None, 224x224), digits, or a .keras file")
     parser.add_argument("--methods", default=",".join(SPEED_METHODS))
-    parser.add_argument("--limit-batch-sizes", default="8,16,32,64")
+    parser.add_argument("--limit-batch-sizes", default=None,
+                        help="batch sizes of the limit (default 8,16,32,64 for vgg16; 16,64,256 otherwise)")
     parser.add_argument("--sweep-batch-sizes", default="25,50,75,100",
                         help="batch sizes tried for IG and PGIG (25 steps: multiples of 25 fill whole chunks)")
     parser.add_argument("--batch-size", type=int, default=64, help="the analyzers' batch size for the table")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-fit", action="store_true")
+    parser.add_argument("--skip-degradation", action="store_true")
+    parser.add_argument("--skip-levers", action="store_true")
+    parser.add_argument("--lever-methods", default="integrated_gradients,pgig,smoothgrad",
+                        help="methods timed with compute_dtype='bfloat16' and jit_compile=True")
+    parser.add_argument("--degradation-methods", default=None,
+                        help="methods of the degradation timing (default: the benchmark's twelve)")
+    parser.add_argument("--degradation-images", type=int, default=32,
+                        help="images per step of the degradation benchmark timing (its default batch is 32)")
     parser.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "pgig_tf"))
     parser.add_argument("--out", default="results/bench_speed.json")
     args = parser.parse_args(argv)
@@ -189,13 +299,18 @@ def main(argv=None):
     from .. import Patterns, fit_patterns
 
     tf.get_logger().setLevel("ERROR")
+    # the paper explains the softmax output on purpose (§5); the warning would repeat per method
+    from ..validation import SoftmaxOutputWarning
+
+    warnings.filterwarnings("ignore", category=SoftmaxOutputWarning)
     model = load_model(args.model, args.cache_dir)
     patterns = Patterns({l.name: np.random.default_rng(0).normal(0, 1, l.kernel.shape).astype(np.float32)
                          for l in model.layers if hasattr(l, "kernel")})
     background = inputs_for(model, 8, seed=3)
     report = {"model": args.model, "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
               "tensorflow": tf.__version__, "keras": keras.__version__, "python": sys.version.split()[0]}}
-    limit = GradientLimit(model, args.repeats, [int(b) for b in args.limit_batch_sizes.split(",")])
+    limit_batch_sizes = args.limit_batch_sizes or ("8,16,32,64" if args.model == "vgg16" else "16,64,256")
+    limit = GradientLimit(model, args.repeats, [int(b) for b in limit_batch_sizes.split(",")])
     print(f"limit: {limit.best * 1000:.2f} ms per input gradient (by batch size: "
           + ", ".join(f"{b}: {t * 1000:.2f}" for b, t in limit.by_batch_size.items()) + ")")
 
@@ -214,6 +329,10 @@ def main(argv=None):
         report["batch_size_sweep"][name] = sweep
         print(f"{name} ratio by batch size: " + ", ".join(
             f"{b}: {r['ratio']:.3f} (same chunk {r['ratio_same_chunk']:.3f})" for b, r in sweep.items()))
+    if not args.skip_levers:
+        print("speed options (ratio against the float32 limit; error against the float32 maps):")
+        report["levers"] = levers(model, [m.strip() for m in args.lever_methods.split(",") if m.strip()],
+                                  50, patterns, background, limit, args.repeats)
     report["limit_seconds_per_gradient"] = limit.best
     report["limit_by_batch_size"] = limit.by_batch_size
 
@@ -235,6 +354,10 @@ def main(argv=None):
                                   "ratio_to_forward": fit_per_image / forward, "batch_size": fit_batch}
         print(f"fit_patterns: {fit_per_image * 1000:.2f} ms/image, forward {forward * 1000:.2f} ms/image, "
               f"ratio {fit_per_image / forward:.2f}")
+
+    if not args.skip_degradation and (args.model != "vgg16" or args.degradation_methods):
+        # VGG16 at K = 100 costs minutes per method: only with an explicit --degradation-methods
+        report["degradation"] = degradation_section(args, model, patterns, background, limit)
 
     if not args.skip_memory:
         memory = {}

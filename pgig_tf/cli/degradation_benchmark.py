@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -285,6 +286,10 @@ def main(argv=None):
     # every analyzer traces its compiled loop once; TF's "frequent retracing" warning counts
     # traces across analyzers and would be misleading here
     tf.get_logger().setLevel("ERROR")
+    # the paper explains the softmax output on purpose (§5); the warning would repeat per method
+    from ..validation import SoftmaxOutputWarning
+
+    warnings.filterwarnings("ignore", category=SoftmaxOutputWarning)
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
     started = time.perf_counter()

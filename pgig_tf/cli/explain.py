@@ -24,6 +24,33 @@ def load_images(paths, height, width, channels, preprocessing):
     return raw
 
 
+def class_probabilities(outputs):
+    """(probabilities, computed): the outputs if each row already is a distribution, else their softmax."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if np.all(outputs >= 0) and np.all(outputs <= 1) and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
+        return outputs, False
+    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True), True
+
+
+def row_titles(paths, outputs, explained=None):
+    """Per image: file name, predicted class and its probability (softmax of the outputs unless they are
+    probabilities already), and the explained class when `explained` (one per image) is given."""
+    outputs = np.asarray(outputs).reshape(len(paths), -1)
+    if outputs.shape[1] == 1:  # one output unit: no classes to choose from
+        return [f"{os.path.basename(p)}\noutput {o[0]:.3f}" for p, o in zip(paths, outputs)]
+    probabilities, computed = class_probabilities(outputs)
+    label = "softmax p" if computed else "p"
+    titles = []
+    for i, path in enumerate(paths):
+        predicted = int(np.argmax(outputs[i]))
+        title = f"{os.path.basename(path)}\npred {predicted} ({label} {probabilities[i, predicted]:.3f})"
+        if explained is not None and int(explained[i]) != predicted:
+            title += f"\nexplains {int(explained[i])} ({label} {probabilities[i, int(explained[i])]:.3f})"
+        titles.append(title)
+    return titles
+
+
 def main(argv=None):
     from ..analyzers import ANALYZERS, PATTERN_ANALYZERS
 
@@ -68,7 +95,7 @@ def main(argv=None):
         analyzer = create_analyzer(name, model, **kwargs)
         analyzer.seed = args.seed  # used by the sampling methods only
         maps[name] = analyzer.analyze(x, neuron_selection=targets)
-    titles = [f"{os.path.basename(p)}\nclass {t}: {outputs[i, t]:.3f}" for i, (p, t) in enumerate(zip(args.images, targets))]
+    titles = row_titles(args.images, outputs, None if args.neuron is None else targets)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     plot_heatmap_grid(x, maps, args.out, row_titles=titles)
     print(f"wrote {args.out}")

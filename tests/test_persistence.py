@@ -1,0 +1,187 @@
+"""analyzer.save / load_analyzer: settings and fitted state round-trip, bit-identical maps, clear errors."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import pgig_tf
+from conftest import set_random_weights
+from pgig_tf import ANALYZERS, IntegratedGradientsAnalyzer, Patterns, create_analyzer, load_analyzer
+from pgig_tf.persistence import HEADER_KEY
+
+# Non-default settings for every analyzer, so that each setting's round trip shows in the output.
+SETTINGS = {
+    "gradient": {"batch_size": 7},
+    "input_t_gradient": {},
+    "integrated_gradients": {"steps": 5, "baseline": np.random.default_rng(9).normal(size=(9, 9, 2))},
+    "guided_backprop": {},
+    "pattern_net": {},
+    "pattern_attribution": {},
+    "pgig": {"steps": 4, "baseline": 0.3},
+    "smoothgrad": {"samples": 4, "noise_scale": 0.2, "seed": 3},
+    "smoothgrad_squared": {"samples": 3, "rule": "pattern_attribution", "seed": 1},
+    "vargrad": {"samples": 3, "rule": "guided_backprop", "seed": 2},
+    "smoothgrad_ig": {"steps": 3, "samples": 2, "seed": 4},
+    "expected_gradients": {"samples": 5, "max_background": 6, "seed": 5},
+    "smooth_taylor": {"samples": 4, "noise_scale": "adaptive", "candidates": (0.1, 0.4),
+                      "criterion": "total_variation", "seed": 6},
+    "noise_baseline_ig": {"steps": 3, "samples": 2, "seed": 7},
+    "random": {"seed": 8},
+}
+
+
+def assert_same_config(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], Patterns):
+            assert isinstance(b[key], Patterns) and list(a[key]) == list(b[key])
+            assert (a[key].kind, a[key].num_samples) == (b[key].kind, b[key].num_samples)
+            for layer in a[key]:
+                assert a[key][layer].dtype == b[key][layer].dtype
+                np.testing.assert_array_equal(a[key][layer], b[key][layer])
+        elif isinstance(a[key], np.ndarray):
+            assert isinstance(b[key], np.ndarray) and a[key].dtype == b[key].dtype
+            np.testing.assert_array_equal(a[key], b[key])
+        else:
+            assert type(a[key]) is type(b[key]) and a[key] == b[key], key
+
+
+def test_every_analyzer_round_trips_bit_identically(conv_model, tmp_path):
+    assert set(SETTINGS) == set(ANALYZERS)
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(10, 9, 9, 2)).astype(np.float32)
+    x = rng.normal(size=(3, 9, 9, 2)).astype(np.float32)
+    for name, settings in SETTINGS.items():
+        analyzer = create_analyzer(name, conv_model, **settings)
+        analyzer.fit(data, verbose=False)
+        expected = analyzer.analyze(x, neuron_selection=[0, 2, 1])
+        path = tmp_path / f"{name}.npz"
+        analyzer.save(path)
+        loaded = load_analyzer(path, conv_model)
+        assert type(loaded) is type(analyzer)
+        assert_same_config(loaded.get_config(), analyzer.get_config())
+        got = loaded.analyze(x, neuron_selection=[0, 2, 1])
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected, err_msg=name)  # bit for bit
+        if name == "expected_gradients":
+            np.testing.assert_array_equal(loaded.baselines, data[:6])
+        if name == "smooth_taylor":
+            np.testing.assert_array_equal(loaded.chosen_noise_scales, analyzer.chosen_noise_scales)
+
+
+def test_settings_given_after_construction_and_fitted_state_are_saved(dense_model, tmp_path):
+    data = np.random.default_rng(1).normal(size=(20, 6)).astype(np.float32)
+    analyzer = create_analyzer("expected_gradients", dense_model, samples=3, rule="pattern_attribution",
+                               patterns=Patterns({"d1": np.zeros((6, 5)), "d2": np.zeros((5, 4)),
+                                                  "d3": np.zeros((4, 3))}))
+    analyzer.fit(data, verbose=False)  # replaces the patterns given to the constructor and sets a background
+    analyzer.seed = 11
+    analyzer.save(tmp_path / "eg.npz")
+    loaded = load_analyzer(tmp_path / "eg.npz", dense_model)
+    assert loaded.seed == 11
+    np.testing.assert_array_equal(loaded.baselines, data)
+    assert loaded.patterns.kind == "relu" and loaded.patterns.num_samples == 20
+    for layer in ("d1", "d2", "d3"):
+        np.testing.assert_array_equal(loaded.patterns[layer], analyzer.patterns[layer])
+        assert np.abs(loaded.patterns[layer]).sum() > 0
+
+
+def test_seed_none_stays_fresh_noise_with_everything_else_identical(dense_model, tmp_path, monkeypatch):
+    # seed=None means "fresh noise at every call"; it is saved as None, so the loaded analyzer
+    # also draws fresh noise, and with the same per-call seed it gives the same map.
+    x = np.random.default_rng(2).normal(size=(2, 6)).astype(np.float32)
+    analyzer = create_analyzer("smoothgrad", dense_model, samples=5)
+    analyzer.save(tmp_path / "sg.npz")
+    loaded = load_analyzer(tmp_path / "sg.npz", dense_model)
+    assert loaded.seed is None
+    assert not np.array_equal(loaded.analyze(x), loaded.analyze(x))
+    for a in (analyzer, loaded):
+        monkeypatch.setattr(a, "_next_seed", lambda: 1234)
+    np.testing.assert_array_equal(loaded.analyze(x), analyzer.analyze(x))
+
+
+def test_unfitted_pattern_analyzer_round_trips_unfitted(dense_model, tmp_path):
+    create_analyzer("pgig", dense_model).save(tmp_path / "p.npz")
+    loaded = load_analyzer(tmp_path / "p.npz", dense_model)
+    assert loaded.patterns is None
+    with pytest.raises(ValueError, match="needs patterns"):
+        loaded.analyze(np.zeros((1, 6), np.float32))
+
+
+def test_new_constructor_arguments_round_trip_without_extra_code(dense_model, tmp_path, monkeypatch):
+    class WithOption(IntegratedGradientsAnalyzer):
+        def __init__(self, model, *, steps=25, option=("a", 1), **kwargs):
+            super().__init__(model, steps=steps, **kwargs)
+            self.option = option
+
+    monkeypatch.setitem(ANALYZERS, "with_option", WithOption)
+    WithOption(dense_model, steps=np.int64(3), option={"k": [1.5, None]}, batch_size=5).save(tmp_path / "o.npz")
+    loaded = load_analyzer(tmp_path / "o.npz", dense_model)
+    assert loaded.option == {"k": [1.5, None]} and loaded.batch_size == 5
+    config = loaded.get_config()
+    assert type(config["steps"]) is np.int64 and config["steps"] == 3
+    assert WithOption(dense_model).get_config()["option"] == ("a", 1)
+
+
+def test_model_that_differs_is_rejected(dense_model, tmp_path):
+    data = np.random.default_rng(3).normal(size=(8, 6)).astype(np.float32)
+    create_analyzer("pattern_attribution", dense_model).fit(data, verbose=False).save(tmp_path / "pa.npz")
+    other_widths = set_random_weights(keras.Sequential([
+        keras.Input((6,)), keras.layers.Dense(7, activation="relu", name="d1"),
+        keras.layers.Dense(4, activation="relu", name="d2"), keras.layers.Dense(3, name="d3")]), 1)
+    with pytest.raises(ValueError, match=r"cannot rebuild .*pattern shape differs from the kernel for 'd1' \(Dense\)"):
+        load_analyzer(tmp_path / "pa.npz", other_widths)
+    other_input = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match=r"saved for a model with inputs \[\[None, 6\]\].*has inputs \[\[None, 5\]\]"):
+        load_analyzer(tmp_path / "pa.npz", other_input)
+
+
+def test_clear_errors_for_missing_foreign_and_other_version_files(dense_model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no analyzer file at"):
+        load_analyzer(tmp_path / "missing.npz", dense_model)
+    (tmp_path / "text.npz").write_text("not an archive")
+    with pytest.raises(ValueError, match="is not a pgig_tf analyzer file .*not an .npz archive"):
+        load_analyzer(tmp_path / "text.npz", dense_model)
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="holds one .npy array"):
+        load_analyzer(tmp_path / "array.npy", dense_model)
+    Patterns({"d1": np.zeros((6, 5))}).save(tmp_path / "patterns.npz")
+    with pytest.raises(ValueError, match="It is a patterns file: read it with pgig_tf.Patterns.load"):
+        load_analyzer(tmp_path / "patterns.npz", dense_model)
+
+    path = create_analyzer("gradient", dense_model).save(tmp_path / "g.npz")
+    with np.load(path) as data:
+        entries = {key: data[key] for key in data.files}
+    header = json.loads(str(entries[HEADER_KEY]))
+    header["pgig_tf_version"] = "0.0.1"
+    entries[HEADER_KEY] = np.array(json.dumps(header))
+    with open(tmp_path / "old.npz", "wb") as file:
+        np.savez(file, **entries)
+    with pytest.raises(ValueError, match=rf"saved by pgig_tf 0\.0\.1, this is pgig_tf {pgig_tf.__version__}.*strict_version=False"):
+        load_analyzer(tmp_path / "old.npz", dense_model)
+    with pytest.warns(UserWarning, match="saved by pgig_tf 0.0.1"):
+        assert isinstance(load_analyzer(tmp_path / "old.npz", dense_model, strict_version=False), ANALYZERS["gradient"])
+
+    header["format_version"] = 99
+    entries[HEADER_KEY] = np.array(json.dumps(header))
+    with open(tmp_path / "future.npz", "wb") as file:
+        np.savez(file, **entries)
+    with pytest.raises(ValueError, match="format version 99; this pgig_tf .* reads version 1"):
+        load_analyzer(tmp_path / "future.npz", dense_model, strict_version=False)
+
+
+def test_save_writes_exactly_the_given_name_and_rejects_unsaveable_settings(dense_model, tmp_path):
+    path = create_analyzer("gradient", dense_model).save(tmp_path / "no_suffix")
+    assert path == str(tmp_path / "no_suffix") and (tmp_path / "no_suffix").is_file()
+
+    class Unregistered(IntegratedGradientsAnalyzer):
+        pass
+
+    with pytest.raises(ValueError, match="Unregistered is not one of them"):
+        Unregistered(dense_model).save(tmp_path / "u.npz")
+    analyzer = create_analyzer("integrated_gradients", dense_model)
+    analyzer._constructor_arguments["steps"] = object()
+    with pytest.raises(TypeError, match="cannot save setting 'steps'.*got object"):
+        analyzer.save(tmp_path / "bad.npz")
