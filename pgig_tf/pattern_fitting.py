@@ -11,7 +11,6 @@ from . import layers as L
 from .graph import consumers, leaf_layers, run_graph
 from .model_spec import ModelSpec
 from .patterns import Patterns
-from .precision import check_compute_dtype, layers_compute_dtype
 from .rules import PatternLayerSupport
 from .validation import check_positive_int
 
@@ -30,10 +29,9 @@ class _LayerStatistics:
     ReLU/ReLU6; None uses every sample (the linear estimator).
     """
 
-    def __init__(self, layer, gate, sums_dtype=None):
+    def __init__(self, layer, gate):
         self.layer = layer
         self.gate = gate
-        self.sums_dtype = sums_dtype
         kernel_shape = tuple(layer.kernel.shape)
         units = int(np.prod(L.unit_shape(layer)))  # output channels
         self.sum_xy = tf.Variable(tf.zeros(kernel_shape, tf.float64), trainable=False)
@@ -66,16 +64,15 @@ class _LayerStatistics:
         """Σ x ⊗ g for each g: kernel gradients of the linear map with output gradient g.
 
         They walk every receptive field with the layer's own padding, strides and dilation
-        and land in the kernel's layout. With sums_dtype='bfloat16' they are computed in
-        bfloat16 (the forward values passed on stay exact; the sums carry bfloat16 rounding).
+        and land in the kernel's layout. (In a compiled graph the forward op recorded here
+        is the same as the caller's and is not computed twice.)
         """
-        with layers_compute_dtype([self.layer], self.sums_dtype):
-            with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
-                tape.watch(kernel)
-                z = L.linear_part(self.layer, x, kernel)
-            sums = [tape.gradient(z, kernel, output_gradients=tf.cast(g, z.dtype)) for g in output_gradients]
+        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+            tape.watch(kernel)
+            z = L.linear_part(self.layer, x, kernel)
+        sums = [tape.gradient(z, kernel, output_gradients=g) for g in output_gradients]
         del tape
-        return [tf.cast(total, tf.float32) for total in sums]
+        return sums
 
     def _active(self, pre_activation, z):
         """1 where the unit is active (the E+ samples), as z's dtype; all ones without a gate."""
@@ -155,8 +152,7 @@ def _is_identity(activation):
     return activation is None or activation is keras.activations.linear
 
 
-def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoint=None, checkpoint_every=50,
-                 sums_dtype=None):
+def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoint=None, checkpoint_every=50):
     """Fits a pattern for every Dense/Conv layer of `model` from `data`, in one pass (Eq. 2).
 
     kind="relu" uses the two-component estimator (E+ over the samples where a unit is
@@ -169,8 +165,6 @@ def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoi
 
     With `checkpoint` (an .npz path) the running sums are saved every `checkpoint_every`
     batches; a restarted call with the same data skips the batches already counted.
-    `sums_dtype='bfloat16'` computes the per-batch sums Σ x y⁺ and Σ x⁺ in bfloat16 (several
-    times faster on CPUs with AMX; each batch sum is rounded to 8 significant bits).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -184,8 +178,7 @@ def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoi
     if duplicates:
         raise ValueError(f"Layer names must be unique across nested models to key patterns; repeated: {duplicates}")
     gates = relu_gates(model) if kind == "relu" else {}
-    sums_dtype = check_compute_dtype(sums_dtype, "sums_dtype")
-    statistics = {layer.name: _LayerStatistics(layer, gates.get(layer.name), sums_dtype) for layer in kernel_layers}
+    statistics = {layer.name: _LayerStatistics(layer, gates.get(layer.name)) for layer in kernel_layers}
 
     spec.check_rule(PatternLayerSupport())  # the same layer support as the pattern rules
 

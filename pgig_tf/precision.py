@@ -25,16 +25,10 @@ def compute_dtype_scope(model, compute_dtype):
     model is unchanged afterwards; a traced graph keeps the precision it was traced with.
     With None nothing changes.
     """
-    with layers_compute_dtype(leaf_layers(model), compute_dtype):
-        yield
-
-
-@contextlib.contextmanager
-def layers_compute_dtype(layers, compute_dtype):
-    """`compute_dtype_scope` for a list of layers."""
     if compute_dtype is None:
         yield
         return
+    layers = leaf_layers(model)
     saved = [layer.dtype_policy for layer in layers]
     try:
         for layer in layers:

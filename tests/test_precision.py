@@ -116,18 +116,3 @@ def test_analyzers_take_the_speed_options(conv_model, name):
         assert 0.3 < np.abs(first).mean() / np.abs(reference).mean() < 3
     with pytest.raises(ValueError, match="compute_dtype"):
         create_analyzer(name, conv_model, compute_dtype="float8")
-
-
-def test_fit_patterns_with_bfloat16_sums_is_close_to_float32(conv_model):
-    from pgig_tf import fit_patterns
-
-    data = np.random.default_rng(2).normal(0, 1, (256, 9, 9, 2)).astype(np.float32)
-    exact = fit_patterns(conv_model, data, batch_size=64, verbose=False)
-    low = fit_patterns(conv_model, data, batch_size=64, verbose=False, sums_dtype="bfloat16")
-    assert set(low) == set(exact)
-    for name in exact:
-        assert low[name].dtype == np.float32
-        # each batch sum keeps 8 significant bits: ~0.1-1% on the patterns
-        assert 1e-6 < _relative_l2(low[name], exact[name]) < 0.02, name
-    with pytest.raises(ValueError, match="sums_dtype must be one of"):
-        fit_patterns(conv_model, data, verbose=False, sums_dtype="int8")

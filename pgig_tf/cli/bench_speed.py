@@ -10,6 +10,7 @@ and the number of traces after repeated calls.
 """
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -150,7 +151,7 @@ def time_analyzer(model, name, settings, batch_size, patterns, background, limit
             "traces_after_repeats": analyzer.tracing_count}
 
 
-def levers(model, names, batch_size, patterns, background, limit, repeats):
+def levers(model, names, batch_size, patterns, background, limit, repeats, options=("bfloat16", "jit")):
     """The speed options against the float32 loop: time ratio to the limit and the maps' error.
 
     Error: relative L2 distance ||a - a32|| / ||a32|| of the maps of the same 2 images, and their
@@ -165,7 +166,8 @@ def levers(model, names, batch_size, patterns, background, limit, repeats):
         settings = SPEED_METHODS[name]
         evals = evaluations(name, settings)
         reference = None
-        for option in ({}, {"compute_dtype": "bfloat16"}, {"jit_compile": True}):
+        chosen = [{}] + [{"bfloat16": {"compute_dtype": "bfloat16"}, "jit": {"jit_compile": True}}[o] for o in options]
+        for option in chosen:
             analyzer = build_analyzers(model, [name], patterns, background, batch_size, 0,
                                        settings=lambda _: dict(settings, **option))[name]
             try:
@@ -238,6 +240,35 @@ print(json.dumps([before, high_water_mb()]))
     return {"peak_mb": after, "peak_before_analyze_mb": before, "analyze_mb": after - before}
 
 
+def fit_time(model, data, batch_size):
+    """Per-image seconds of fit_patterns: a long call minus a one-batch call (each traces once)."""
+    from .. import fit_patterns
+
+    def fit(part):
+        start = time.perf_counter()
+        fit_patterns(model, part, batch_size=batch_size, verbose=False)
+        return time.perf_counter() - start
+
+    fit(data[:batch_size])  # warm-up: first-call allocations
+    gc.collect()  # each call's float64 sums (2 kernels per layer: 2.2 GB on VGG16) are freed only by gc
+    total = fit(data)
+    gc.collect()
+    one = fit(data[:batch_size])
+    gc.collect()
+    return (total - one) / (len(data) - batch_size)
+
+
+def fit_section(model, repeats, batch_size=16):
+    """fit_patterns' time per image against a compiled forward pass of the same model."""
+    data = inputs_for(model, 3 * batch_size, seed=4)
+    forward = forward_time(model, batch_size, repeats)
+    seconds = fit_time(model, data, batch_size)
+    print(f"fit_patterns: {seconds * 1000:.2f} ms/image, forward {forward * 1000:.2f} ms/image, "
+          f"ratio {seconds / forward:.2f}")
+    return {"seconds_per_image": seconds, "forward_seconds_per_image": forward,
+            "ratio_to_forward": seconds / forward, "batch_size": batch_size}
+
+
 def degradation_section(args, model, patterns, background, limit):
     """The benchmark's settings for this model (digits: 4x4 patches, K=64, image mean; else 9x9, K=100, patch mean)."""
     from ..degradation import Degrader
@@ -269,6 +300,13 @@ def degradation_section(args, model, patterns, background, limit):
             "methods": rows}
 
 
+def write_report(path, report):
+    """Writes the JSON report; called after every section, so a killed run keeps what it measured."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(report, handle, indent=1)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="vgg16", help="vgg16 (weights=None, 224x224), digits, or a .keras file")
@@ -283,6 +321,8 @@ def main(argv=None):
     parser.add_argument("--skip-fit", action="store_true")
     parser.add_argument("--skip-degradation", action="store_true")
     parser.add_argument("--skip-levers", action="store_true")
+    parser.add_argument("--lever-options", default="bfloat16,jit",
+                        help="speed options to time: bfloat16 (compute_dtype), jit (jit_compile)")
     parser.add_argument("--lever-methods", default="integrated_gradients,pgig,smoothgrad",
                         help="methods timed with compute_dtype='bfloat16' and jit_compile=True")
     parser.add_argument("--degradation-methods", default=None,
@@ -296,7 +336,7 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from .. import Patterns, fit_patterns
+    from .. import Patterns
 
     tf.get_logger().setLevel("ERROR")
     # the paper explains the softmax output on purpose (§5); the warning would repeat per method
@@ -323,41 +363,30 @@ def main(argv=None):
               f"{r['ratio']:>8.3f}{r['ratio_same_chunk']:>11.3f}{r['traces_after_repeats']:>7}")
 
     report["batch_size_sweep"] = {}
-    for name in ("integrated_gradients", "pgig"):
+    for name in ("integrated_gradients", "pgig") if args.sweep_batch_sizes else ():
         sweep = {int(b): time_analyzer(model, name, SPEED_METHODS[name], int(b), patterns, background, limit,
                                        args.repeats) for b in args.sweep_batch_sizes.split(",")}
         report["batch_size_sweep"][name] = sweep
+        write_report(args.out, report)
         print(f"{name} ratio by batch size: " + ", ".join(
             f"{b}: {r['ratio']:.3f} (same chunk {r['ratio_same_chunk']:.3f})" for b, r in sweep.items()))
     if not args.skip_levers:
         print("speed options (ratio against the float32 limit; error against the float32 maps):")
         report["levers"] = levers(model, [m.strip() for m in args.lever_methods.split(",") if m.strip()],
-                                  50, patterns, background, limit, args.repeats)
+                                  50, patterns, background, limit, args.repeats,
+                                  [o.strip() for o in args.lever_options.split(",") if o.strip()])
     report["limit_seconds_per_gradient"] = limit.best
     report["limit_by_batch_size"] = limit.by_batch_size
+    write_report(args.out, report)
 
     if not args.skip_fit:
-        fit_batch = 16
-        data = inputs_for(model, 2 * fit_batch, seed=4)
-        fit_patterns(model, data[:fit_batch], batch_size=fit_batch, verbose=False)  # warm-up trace
-        start = time.perf_counter()
-        fit_patterns(model, data, batch_size=fit_batch, verbose=False)
-        # one fit_patterns call traces its own function once: time a second, longer call and
-        # subtract the time of a one-batch call to leave the per-batch cost
-        fit_total = time.perf_counter() - start
-        start = time.perf_counter()
-        fit_patterns(model, data[:fit_batch], batch_size=fit_batch, verbose=False)
-        fit_one = time.perf_counter() - start
-        fit_per_image = (fit_total - fit_one) / fit_batch
-        forward = forward_time(model, fit_batch, args.repeats)
-        report["fit_patterns"] = {"seconds_per_image": fit_per_image, "forward_seconds_per_image": forward,
-                                  "ratio_to_forward": fit_per_image / forward, "batch_size": fit_batch}
-        print(f"fit_patterns: {fit_per_image * 1000:.2f} ms/image, forward {forward * 1000:.2f} ms/image, "
-              f"ratio {fit_per_image / forward:.2f}")
+        report["fit_patterns"] = fit_section(model, args.repeats)
+        write_report(args.out, report)
 
     if not args.skip_degradation and (args.model != "vgg16" or args.degradation_methods):
         # VGG16 at K = 100 costs minutes per method: only with an explicit --degradation-methods
         report["degradation"] = degradation_section(args, model, patterns, background, limit)
+        write_report(args.out, report)
 
     if not args.skip_memory:
         memory = {}
@@ -370,9 +399,7 @@ def main(argv=None):
                       f"({memory[key]['analyze_mb']:.0f} MB for analyze)")
         report["memory"] = memory
 
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=1)
+    write_report(args.out, report)
     print(f"wrote {args.out}")
 
 

@@ -30,7 +30,9 @@ def parse_args(argv=None):
     parser.add_argument("--num-images", type=int, default=None,
                         help="images to evaluate (default: all 359 held-out digits; 1000 for a TFDS dataset)")
     parser.add_argument("--images-per-batch", type=int, default=32, help="images analysed per step (default 32)")
-    parser.add_argument("--batch-size", type=int, default=64, help="model evaluations per compiled call (default 64)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="model evaluations per compiled chunk (default 256 for digits, 64 otherwise: "
+                             "the fastest per evaluation in scripts/bench_speed.py)")
     parser.add_argument("--patch-size", type=int, default=None, help="patch side (default 4 for digits, 9 otherwise)")
     parser.add_argument("--num-steps", type=int, default=None,
                         help="patches perturbed, K (default: all 64 for digits, 100 otherwise)")
@@ -62,6 +64,7 @@ def parse_args(argv=None):
     if not 0 <= args.shard_index < args.num_shards:
         parser.error(f"--shard-index must be in [0, {args.num_shards}), got {args.shard_index}")
     embedded = args.model == EMBEDDED
+    args.batch_size = args.batch_size or (256 if embedded else 64)
     args.patch_size = args.patch_size or (4 if embedded else 9)
     args.num_steps = args.num_steps or (64 if embedded else 100)
     args.replacement = args.replacement or ("image_mean" if embedded else "patch_mean")
