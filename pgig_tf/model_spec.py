@@ -174,7 +174,8 @@ class ModelSpec:
         """The baseline in the engine's layout, broadcastable to one sample of the engine's array.
 
         One input: a number or an array broadcastable to one sample. A token input's baseline is in
-        embedding space (0: the zero vector), or an integer array of token ids (one sample), embedded.
+        embedding space (0: the zero vector), or an integer array of token ids (one sample), embedded
+        now with the Embedding's current weights (not again if they change later).
         Several inputs: a number for all, or a list/tuple/dict with one such value per input.
         """
         if self.segments is None:
