@@ -1,6 +1,5 @@
 """`AttributionCallback`: attribution maps of fixed images during Keras training, as PNGs and TensorBoard images."""
 
-import inspect
 import os
 from collections.abc import Iterator, Mapping
 
@@ -8,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .analyzers import ANALYZERS, PATTERN_ANALYZERS, create_analyzer
+from .analyzers import ANALYZERS, PATTERN_ANALYZERS, analyzer_settings, create_analyzer
 from .pattern_fitting import KINDS, fit_patterns
 from .plots import heatmap_rgb, image_grid, image_rgb, overlay, to_uint8
 from .rules import rule_class
@@ -159,7 +158,7 @@ class AttributionCallback(keras.callbacks.Callback):
         analyzers = {}
         for name, settings in self.methods.items():
             kwargs = dict(settings)
-            if "seed" in inspect.signature(ANALYZERS[name].__init__).parameters:
+            if "seed" in analyzer_settings(name):
                 kwargs.setdefault("seed", self.seed)
             if _needs_patterns(name, settings) and "patterns" not in settings:
                 if patterns is None:
@@ -212,7 +211,7 @@ def _method_settings(methods):
 
 def _needs_patterns(name, settings):
     """Whether the method's rule is a pattern rule (its own default or its `rule=` setting)."""
-    parameter = inspect.signature(ANALYZERS[name].__init__).parameters.get("rule")
-    if parameter is None:
+    default_rule = analyzer_settings(name).get("rule")
+    if default_rule is None:
         return name in PATTERN_ANALYZERS
-    return rule_class(settings.get("rule", parameter.default)).needs_patterns
+    return rule_class(settings.get("rule", default_rule)).needs_patterns

@@ -40,16 +40,21 @@ ANALYZERS = {
 PATTERN_ANALYZERS = ("pattern_net", "pattern_attribution", "pgig")
 
 
-def create_analyzer(name, model, **kwargs):
-    """The analyzer called `name` (see `ANALYZERS`) for `model`, with its keyword settings."""
+def analyzer_settings(name):
+    """{keyword: default} of the constructor of the analyzer called `name` (inspect.Parameter.empty if required)."""
     if name not in ANALYZERS:
         raise ValueError(f"Unknown analyzer {name!r}; choose one of: {', '.join(ANALYZERS)}")
-    cls = ANALYZERS[name]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model")]
+    parameters = inspect.signature(ANALYZERS[name].__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.name not in ("self", "model")}
+
+
+def create_analyzer(name, model, **kwargs):
+    """The analyzer called `name` (see `ANALYZERS`) for `model`, with its keyword settings."""
+    accepted = analyzer_settings(name)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise TypeError(f"Analyzer {name!r} takes no argument {', '.join(unknown)}; it takes: {', '.join(accepted)}")
-    return cls(model, **kwargs)
+    return ANALYZERS[name](model, **kwargs)
 
 
-__all__ = ["ANALYZERS", "PATTERN_ANALYZERS", "Analyzer", "create_analyzer"] + [cls.__name__ for cls in ANALYZERS.values()]
+__all__ = ["ANALYZERS", "PATTERN_ANALYZERS", "Analyzer", "analyzer_settings", "create_analyzer"] + [cls.__name__ for cls in ANALYZERS.values()]

@@ -4,15 +4,15 @@ import inspect
 
 import numpy as np
 
-from ..analyzers import ANALYZERS, PATTERN_ANALYZERS, create_analyzer
+from ..analyzers import PATTERN_ANALYZERS, analyzer_settings, create_analyzer
 from ..pattern_fitting import fit_patterns
 from . import networks as N
 
 
 def default_setting(name, key):
     """An analyzer's default keyword value (e.g. its `steps`, `samples`, `noise_scale`), or None."""
-    parameter = inspect.signature(ANALYZERS[name].__init__).parameters.get(key)
-    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+    default = analyzer_settings(name).get(key)
+    return None if default is inspect.Parameter.empty else default
 
 
 class AxiomBench:
@@ -59,9 +59,8 @@ class AxiomBench:
         `budget` overrides settings (steps, samples); `background` is Expected Gradients'
         baseline set (default: the bench's); pattern analyzers fit on `pattern_data`.
         """
-        accepted = inspect.signature(ANALYZERS[name].__init__).parameters
         settings = {"batch_size": self.batch_size}
-        if "seed" in accepted:
+        if "seed" in analyzer_settings(name):
             settings["seed"] = self.seed
         if name in PATTERN_ANALYZERS:
             settings["patterns"] = self.patterns(model, pattern_data, data_key)

@@ -7,7 +7,6 @@ imagenet2012 --manual-dir DIR` runs the paper's setting on TFDS ImageNet.
 
 import argparse
 import glob
-import inspect
 import json
 import os
 import platform
@@ -93,7 +92,7 @@ def method_settings(name):
 
 def build_analyzers(model, methods, patterns, background, batch_size, seed, settings=method_settings):
     """name -> analyzer for `methods`, with `settings(name)`, patterns, background and seed where they apply."""
-    from ..analyzers import ANALYZERS, PATTERN_ANALYZERS, create_analyzer
+    from ..analyzers import ANALYZERS, PATTERN_ANALYZERS, analyzer_settings, create_analyzer
 
     analyzers = {}
     for name in methods:
@@ -102,7 +101,7 @@ def build_analyzers(model, methods, patterns, background, batch_size, seed, sett
         kwargs = dict(settings(name), batch_size=batch_size)
         if name in PATTERN_ANALYZERS:
             kwargs["patterns"] = patterns
-        if "seed" in inspect.signature(ANALYZERS[name].__init__).parameters:
+        if "seed" in analyzer_settings(name):
             kwargs["seed"] = seed
         analyzer = create_analyzer(name, model, **kwargs)
         if name == "expected_gradients":
