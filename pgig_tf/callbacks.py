@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from .analyzers import ANALYZERS, PATTERN_ANALYZERS, analyzer_settings, create_analyzer
 from .pattern_fitting import KINDS, fit_patterns
-from .plots import heatmap_rgb, image_grid, image_rgb, overlay, to_uint8
+from .plots import check_percentile, heatmap_rgb, image_grid, image_rgb, overlay, to_uint8
 from .rules import rule_class
 from .validation import check_positive_int, check_seed
 
@@ -66,9 +66,7 @@ class AttributionCallback(keras.callbacks.Callback):
             raise ValueError(f"style='overlay' needs images of shape (n, H, W, 1) or (n, H, W, 3), got {images.shape}")
         self.style = style
         self.scale = check_positive_int(scale, "scale")
-        if isinstance(percentile, bool) or not np.isscalar(percentile) or not 0 < percentile <= 100:
-            raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
-        self.percentile = percentile
+        self.percentile = check_percentile(percentile)
         self.at_start = bool(at_start)
         needing = [name for name, kwargs in self.methods.items() if _needs_patterns(name, kwargs)
                    or (name == "expected_gradients" and kwargs.get("baselines") is None)]
@@ -129,9 +127,9 @@ class AttributionCallback(keras.callbacks.Callback):
                 self._writer = tf.summary.create_file_writer(self.log_dir)
             with self._writer.as_default():
                 if inputs:
-                    write_image_summary("inputs", [self._enlarge(p) for p in inputs], step)
+                    write_image_summary("inputs", [self._enlarged(p) for p in inputs], step)
                 for name, row in pictures.items():
-                    write_image_summary(f"attributions/{name}", [self._enlarge(p) for p in row], step)
+                    write_image_summary(f"attributions/{name}", [self._enlarged(p) for p in row], step)
             self._writer.flush()
         self._inputs_written = True
         return maps
@@ -141,8 +139,8 @@ class AttributionCallback(keras.callbacks.Callback):
         images = self.images[..., None] if self.images.ndim == 3 else self.images
         return [image_rgb(image) for image in images] if images.shape[-1] in (1, 3) else None
 
-    def _enlarge(self, picture):
-        return picture.repeat(self.scale, axis=0).repeat(self.scale, axis=1)
+    def _enlarged(self, picture):
+        return image_grid([[picture]], pad=0, scale=self.scale)
 
     def _picture(self, image, attribution):
         if self.style == "overlay":

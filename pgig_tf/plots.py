@@ -3,6 +3,13 @@
 import numpy as np
 
 
+def check_percentile(percentile):
+    """`percentile` if it is a number in (0, 100], else a ValueError."""
+    if isinstance(percentile, bool) or not np.isscalar(percentile) or not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
+    return percentile
+
+
 def heatmap(attribution, percentile=99.5):
     """A channel-summed map scaled to [-1, 1], symmetric around zero, clipped at a percentile of |map|.
 
@@ -13,8 +20,7 @@ def heatmap(attribution, percentile=99.5):
         a = a.sum(axis=-1)
     if a.ndim != 2:
         raise ValueError(f"attribution must be (H, W) or (H, W, C), got shape {a.shape}")
-    if isinstance(percentile, bool) or not np.isscalar(percentile) or not 0 < percentile <= 100:
-        raise ValueError(f"percentile must be a number in (0, 100], got {percentile!r}")
+    check_percentile(percentile)
     if not np.all(np.isfinite(a)):
         raise ValueError("attribution contains NaN or Inf")
     limit = np.percentile(np.abs(a), percentile)
