@@ -21,7 +21,6 @@ from keras import tree
 from . import layers as L
 from . import sequence
 from .data import iterate_batches
-from . import graph as G
 from .graph import functional_of, is_graph_model, run_graph
 from .validation import check_baseline, check_inputs, checked_array, model_tensors, resolve_output
 
@@ -274,18 +273,7 @@ class ModelSpec:
 
     def check_rule(self, rule):
         """`rule.check_model`, with the Embedding layers of token inputs exempt (they are never differentiated)."""
-        if not self.embedding_ids:
-            rule.check_model(self.model)
-            return
-        substitute = getattr(rule, "substitute", None)
-        if substitute is not None:
-            operations = G.leaf_operations(self.model)  # layers and keras.ops calls
-            for operation in operations:
-                if id(operation) not in self.embedding_ids:
-                    substitute(operation)
-        patterns = getattr(rule, "patterns", None)
-        if patterns is not None:
-            patterns.check(self.model)
+        rule.check_model(self.model, exempt=self.embedding_ids)
 
     # --- predictions ---------------------------------------------------------------------------
 

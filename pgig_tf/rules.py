@@ -24,8 +24,11 @@ class Rule:
         """The model's output on `x`, built so that differentiating it applies this rule."""
         return model(x, training=False)
 
-    def check_model(self, model):
-        """Raises ValueError, naming the layer, if the rule cannot rewrite some layer of `model`."""
+    def check_model(self, model, exempt=()):
+        """Raises ValueError, naming the layer, if the rule cannot rewrite some layer of `model`.
+
+        `exempt`: ids of operations never differentiated (e.g. the Embedding of a token input).
+        """
 
 
 class LayerwiseRule(Rule):
@@ -74,9 +77,10 @@ class LayerwiseRule(Rule):
             return L.inference_call(layer)  # L.PASS or registered "linear"
         return layer  # a keras.ops operation of a functional graph
 
-    def check_model(self, model):
+    def check_model(self, model, exempt=()):
         for operation in leaf_operations(model):
-            self.treatment(operation)
+            if id(operation) not in exempt:
+                self.treatment(operation)
 
     def _kernel_layer(self, layer, x):
         x = tf.convert_to_tensor(x)
@@ -176,8 +180,8 @@ class _PatternRule(LayerwiseRule):
             for name, array in patterns.items()
         }
 
-    def check_model(self, model):
-        super().check_model(model)
+    def check_model(self, model, exempt=()):
+        super().check_model(model, exempt)
         self.patterns.check(model)
 
     def backward_kernel(self, kernel, pattern):
