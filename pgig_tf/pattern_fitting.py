@@ -44,10 +44,17 @@ class _LayerStatistics:
         """Adds one batch of layer inputs; returns the layer's ordinary output."""
         layer = self.layer
         kernel = tf.convert_to_tensor(layer.kernel)
-        z = L.linear_part(layer, x, kernel)
+        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+            tape.watch(kernel)
+            z = L.linear_part(layer, x, kernel)
         pre_activation = L.add_bias(layer, z)
         mask = self._active(pre_activation, z)
-        sum_xy, sum_x = self._kernel_sums(x, kernel, z * mask, mask)
+        # sum over samples (and positions) of x ⊗ g is the kernel gradient of the linear
+        # map with output gradient g: it walks every receptive field with the layer's own
+        # padding, strides and dilation and lands in the kernel's layout.
+        sum_xy = tape.gradient(z, kernel, output_gradients=z * mask)
+        sum_x = tape.gradient(z, kernel, output_gradients=mask)
+        del tape
         axes = _non_unit_axes(layer, z)
         # Batch sums are float32 on the device; the running totals are float64, so adding a
         # million batches loses no precision.
@@ -59,20 +66,6 @@ class _LayerStatistics:
         if layer.activation is None:
             return pre_activation
         return layer.activation(pre_activation)
-
-    def _kernel_sums(self, x, kernel, *output_gradients):
-        """Σ x ⊗ g for each g: kernel gradients of the linear map with output gradient g.
-
-        They walk every receptive field with the layer's own padding, strides and dilation
-        and land in the kernel's layout. (In a compiled graph the forward op recorded here
-        is the same as the caller's and is not computed twice.)
-        """
-        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
-            tape.watch(kernel)
-            z = L.linear_part(self.layer, x, kernel)
-        sums = [tape.gradient(z, kernel, output_gradients=g) for g in output_gradients]
-        del tape
-        return sums
 
     def _active(self, pre_activation, z):
         """1 where the unit is active (the E+ samples), as z's dtype; all ones without a gate."""
