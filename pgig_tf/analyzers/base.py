@@ -56,8 +56,6 @@ class Analyzer:
         self.compute_dtype = check_compute_dtype(compute_dtype)
         self.jit_compile = bool(jit_compile)
         self._spec = ModelSpec(model, output)
-        # the engine's view of one sample (the input itself for a single float input)
-        self._input_shape, self._output_width = (None,) + self._spec.engine_shape, self._spec.output_width
         self._spec_rule = None
         self._warn_if_softmax()
         self.batch_size = check_positive_int(batch_size, "batch_size")
@@ -103,7 +101,7 @@ class Analyzer:
     def _targets(self, batch, neuron_selection):
         """One output index per sample of the already checked `batch` (a `model_spec.Batch`)."""
         return resolve_neurons(
-            neuron_selection, batch.num_samples, self._output_width, lambda: self._predict_checked(batch)
+            neuron_selection, batch.num_samples, self._spec.output_width, lambda: self._predict_checked(batch)
         )
 
     def _predict_checked(self, batch):
