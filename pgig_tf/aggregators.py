@@ -5,19 +5,21 @@ engine reduces `multiplier * gradient(point)` over the draws with the aggregator
 `statistic` ('mean', 'mean_square' or 'variance') and hands the result to `finish`. All
 methods are TensorFlow ops, run inside the engine's compiled loop.
 
-Randomness is counter-based: the noise of sample `i`, draw key `k` is drawn from a stateless
-generator seeded by (seed, i, k), so it does not depend on how the points are chunked, and
-the same seed gives bit-identical results in every call and process.
+Randomness is counter-based: the noise of sample `i`, draw key `k` (of K keys per sample) is
+row g = i K + k of a Philox stream keyed by (seed, quantity), so it does not depend on how the
+points are chunked, and the same seed gives bit-identical results in every call and process.
+A chunk's points have consecutive g (repeats allowed), so one random op draws all their rows.
 """
+
+import contextlib
 
 import numpy as np
 import tensorflow as tf
 
 MEAN, MEAN_SQUARE, VARIANCE = "mean", "mean_square", "variance"
 
-# Philox named explicitly (TF's choice on CPU today), so the streams do not change with TF's
+# Philox is named explicitly (TF's choice on CPU today), so the streams do not change with TF's
 # 'auto_select'. Under jit_compile XLA's Philox runs instead: other, equally valid numbers.
-_ALG = "philox"
 
 # Separate random streams for the different random quantities of one point.
 _NORMAL, _UNIFORM_BASELINE, _BACKGROUND_INDEX, _ALPHA = range(4)
@@ -91,21 +93,22 @@ class GaussianNoise(Aggregator):
         self.statistic = statistic
 
     def points(self, x, sample_index, draw_index, seed):
-        return x + sample_noise(x, seed, sample_index, draw_index, self.noise_scale, self.segments), None
+        noise = sample_noise(x, seed, sample_index, draw_index, self.draws, self.noise_scale, self.segments)
+        return x + noise, None
 
 
 class NoisyPath(Aggregator):
     """SmoothGrad-IG (App. A.3): (x - x̄)/m Σ_k 1/n Σ_n ∇f(x̄ + k/m (x'_n - x̄)), x'_n = x + eps_n."""
 
     def __init__(self, steps, samples, noise_scale, baseline):
-        self.steps = int(steps)
-        self.draws = int(steps) * int(samples)
+        self.steps, self.samples = int(steps), int(samples)
+        self.draws = self.steps * self.samples
         self.noise_scale = float(noise_scale)
         self.baseline = np.asarray(baseline, dtype=np.float32)
 
     def points(self, x, sample_index, draw_index, seed):
-        noise_index, step = draw_index // self.steps, draw_index % self.steps
-        noisy = x + sample_noise(x, seed, sample_index, noise_index, self.noise_scale, self.segments)
+        noise_index, step = draw_index // self.steps, draw_index % self.steps  # one noisy input per `steps` points
+        noisy = x + sample_noise(x, seed, sample_index, noise_index, self.samples, self.noise_scale, self.segments)
         return _path_point(noisy, tf.cast(self.baseline, x.dtype), step, self.steps), None
 
     def finish(self, x, reduced):
@@ -120,13 +123,14 @@ class UniformNoiseBaselines(Aggregator):
     """
 
     def __init__(self, steps, samples):
-        self.steps = int(steps)
-        self.draws = int(steps) * int(samples)
+        self.steps, self.samples = int(steps), int(samples)
+        self.draws = self.steps * self.samples
 
     def points(self, x, sample_index, draw_index, seed):
         noise_index, step = draw_index // self.steps, draw_index % self.steps
         low, high = _sample_min_max(x, self.segments)
-        unit = _per_point_random(seed, _UNIFORM_BASELINE, sample_index, noise_index, x, tf.random.stateless_uniform)
+        ids = _row_ids(sample_index, noise_index, self.samples)
+        unit = _keyed_rows(seed, _UNIFORM_BASELINE, ids, x, _UNIFORM)
         baseline = low + unit * (high - low)
         return _path_point(x, baseline, step, self.steps), x - baseline
 
@@ -140,15 +144,12 @@ class BackgroundBaselines(Aggregator):
 
     def points(self, x, sample_index, draw_index, seed):
         count = tf.shape(self.background, out_type=tf.int64)[0]
-        ids = _point_ids(seed, _BACKGROUND_INDEX, sample_index, draw_index)
-        index = tf.map_fn(
-            lambda s: tf.random.stateless_uniform([], s, minval=0, maxval=count, dtype=tf.int64, alg=_ALG),
-            ids, fn_output_signature=tf.int64,
-        )
+        ids = _row_ids(sample_index, draw_index, self.draws)
+        # one random 32-bit word per point picks its background row (modulo bias < count / 2^32)
+        words = _keyed_rows(seed, _BACKGROUND_INDEX, ids, tf.zeros_like(ids), _WORDS)
+        index = tf.math.floormod(tf.cast(words, tf.int64), count)
         baseline = tf.cast(tf.gather(self.background, index), x.dtype)
-        ids = _point_ids(seed, _ALPHA, sample_index, draw_index)
-        alpha = tf.map_fn(lambda s: tf.random.stateless_uniform([], s, dtype=x.dtype, alg=_ALG), ids,
-                          fn_output_signature=x.dtype)
+        alpha = _keyed_rows(seed, _ALPHA, ids, tf.zeros_like(ids, dtype=x.dtype), _UNIFORM)
         return baseline + per_row(alpha, x) * (x - baseline), x - baseline
 
 
@@ -160,17 +161,18 @@ class TaylorRoots(Aggregator):
         self.noise_scale = float(noise_scale)
 
     def points(self, x, sample_index, draw_index, seed):
-        noise = sample_noise(x, seed, sample_index, draw_index, self.noise_scale, self.segments)
+        noise = sample_noise(x, seed, sample_index, draw_index, self.draws, self.noise_scale, self.segments)
         return x + noise, -noise
 
 
-def sample_noise(x, seed, sample_index, key, noise_scale, segments=None):
+def sample_noise(x, seed, sample_index, key, keys_per_sample, noise_scale, segments=None):
     """N(0, sigma^2) noise per row of `x`, sigma = noise_scale * (max - min) of that row, keyed by (seed, i, key).
 
+    `keys_per_sample` is K of the row ids i K + key, which must be consecutive (see `_keyed_rows`).
     With `segments` (sizes along a flat row: one per model input) sigma is per segment.
     """
     low, high = _sample_min_max(x, segments)
-    unit = _per_point_random(seed, _NORMAL, sample_index, key, x, tf.random.stateless_normal)
+    unit = _keyed_rows(seed, _NORMAL, _row_ids(sample_index, key, keys_per_sample), x, _NORMAL_VALUES)
     return unit * (noise_scale * (high - low))
 
 
@@ -185,18 +187,65 @@ def _sample_min_max(x, segments=None):
     return tf.repeat(low, segments, axis=1), tf.repeat(high, segments, axis=1)
 
 
-def _point_ids(seed, stream, sample_index, key):
-    """One stateless seed pair per point: (seed, stream) and (sample, key)."""
-    first = tf.fill(tf.shape(sample_index), tf.cast(seed, tf.int64) * 4 + stream)
-    second = tf.cast(sample_index, tf.int64) * (2**31) + tf.cast(key, tf.int64)
-    return tf.stack([first, second], axis=1)
+def _row_ids(sample_index, key, keys_per_sample):
+    """Row g = i K + k of the random stream for sample i, key k (K keys per sample)."""
+    return tf.cast(sample_index, tf.int64) * keys_per_sample + tf.cast(key, tf.int64)
 
 
-def _per_point_random(seed, stream, sample_index, key, x, generator):
-    ids = _point_ids(seed, stream, sample_index, key)
-    shape = tf.shape(x)[1:]
-    return tf.map_fn(lambda s: generator(shape, s, dtype=x.dtype, alg=_ALG), ids,
-                     fn_output_signature=tf.TensorSpec(x.shape[1:], x.dtype))
+# What a stream row holds: standard normals, uniforms in [0, 1), or raw 32-bit words.
+_NORMAL_VALUES, _UNIFORM, _WORDS = "normal", "uniform", "words"
+
+_PHILOX = 1  # TF's RNG_ALG_PHILOX
+_PER_BLOCK = 4  # one Philox block (one counter step) gives 4 float32 normals, uniforms or uint32 words
+
+# XLA's Philox lays a call's elements out over the counter differently from TF's kernels, so a
+# row drawn inside a longer call would depend on the chunk: under XLA every row is its own call.
+_ONE_CALL_PER_ROW = [False]
+
+
+@contextlib.contextmanager
+def one_random_call_per_row(enabled=True):
+    """While tracing under XLA (jit_compile): `_keyed_rows` draws each row with its own op."""
+    previous = _ONE_CALL_PER_ROW[0]
+    _ONE_CALL_PER_ROW[0] = bool(enabled)
+    try:
+        yield
+    finally:
+        _ONE_CALL_PER_ROW[0] = previous
+
+
+def _keyed_rows(seed, stream, ids, like, values):
+    """Row `ids[j]` of the Philox stream keyed by (seed, stream), shaped and typed like `like[j]`.
+
+    Row g is the stream's elements from g w on, w = the row's size rounded up to a whole Philox
+    block, so a row's numbers depend on (seed, stream, g) only: any chunk of points gets the same
+    numbers. `ids` must be non-decreasing with steps of 0 or 1 (consecutive points, repeats for
+    points that share a draw): one op then draws rows ids[0] .. ids[0] + len(ids) - 1, a static
+    count under XLA, and each point gathers its own.
+    """
+    row_size = tf.reduce_prod(tf.shape(like)[1:])
+    blocks = (row_size + _PER_BLOCK - 1) // _PER_BLOCK
+    key = tf.reshape(tf.cast(tf.cast(seed, tf.int64) * 4 + stream, tf.uint64), [1])
+    def draw(first_row, num_rows):  # rows first_row .. first_row + num_rows - 1 in one op
+        counter = tf.stack([tf.cast(first_row * tf.cast(blocks, tf.int64), tf.uint64), tf.constant(0, tf.uint64)])
+        shape = tf.stack([num_rows, blocks * _PER_BLOCK])
+        if values == _NORMAL_VALUES:
+            op, dtype = tf.raw_ops.StatelessRandomNormalV2, tf.float32
+        elif values == _UNIFORM:
+            op, dtype = tf.raw_ops.StatelessRandomUniformV2, tf.float32
+        else:
+            op, dtype = tf.raw_ops.StatelessRandomUniformFullIntV2, tf.uint32
+        return op(shape=shape, key=key, counter=counter, alg=_PHILOX, dtype=dtype)[:, :row_size]
+
+    if _ONE_CALL_PER_ROW[0]:
+        dtype = tf.uint32 if values == _WORDS else tf.float32
+        rows = tf.map_fn(lambda g: draw(g, 1)[0], ids, fn_output_signature=dtype)
+    else:
+        first = tf.cond(tf.size(ids) > 0, lambda: ids[0], lambda: tf.constant(0, tf.int64))
+        rows = tf.gather(draw(first, tf.size(ids)), ids - first)
+    if values != _WORDS:
+        rows = tf.cast(rows, like.dtype)
+    return tf.reshape(rows, tf.shape(like))
 
 
 def per_row(values, x):

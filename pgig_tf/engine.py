@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from .aggregators import MEAN_SQUARE, VARIANCE, per_row
+from .aggregators import MEAN_SQUARE, VARIANCE, one_random_call_per_row, per_row
 from .precision import check_compute_dtype, compute_dtype_scope
 
 START_ONE = "one"  # backward pass starts with 1.0 (gradients, IG, PGIG)
@@ -107,7 +107,8 @@ class GradientEngine:
                 flat = tf.range(chunk * self.batch_size, tf.minimum((chunk + 1) * self.batch_size, total))
                 valid = None
             sample_index, draw_index = flat // draws, flat % draws
-            points, multiplier = aggregator.points(tf.gather(x, sample_index), sample_index, draw_index, seed)
+            with one_random_call_per_row(self.jit_compile):
+                points, multiplier = aggregator.points(tf.gather(x, sample_index), sample_index, draw_index, seed)
             value = self._gradients(points, tf.gather(targets, sample_index))
             if multiplier is not None:
                 value = value * multiplier

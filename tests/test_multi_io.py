@@ -124,7 +124,7 @@ def test_integrated_gradients_with_one_baseline_per_input_is_exact_on_a_linear_m
 def test_noise_scale_is_per_input():
     """sigma = noise_scale × (max − min) of each input: the same unit normals, scaled per segment."""
     x = np.concatenate([np.linspace(0, 2, 4)[None], np.linspace(-100, 100, 3)[None]], axis=1).astype(np.float32)
-    args = (tf.constant(x), tf.constant(7, tf.int64), tf.constant([0]), tf.constant([2]), 0.1)
+    args = (tf.constant(x), tf.constant(7, tf.int64), tf.constant([0]), tf.constant([2]), 3, 0.1)
     joint = sample_noise(*args).numpy()
     per_input = sample_noise(*args, segments=[4, 3]).numpy()
     unit = joint / (0.1 * 200.0)

@@ -22,12 +22,12 @@ def x(conv_model):
 
 def drawn_noise(x, seed, samples, noise_scale):
     """The exact noise the analyzers draw: (samples, n, *shape), via the same counter-based generator."""
-    n = len(x)
-    index = tf.constant(np.arange(n), tf.int32)
-    return np.stack([
-        sample_noise(tf.constant(x), tf.constant(seed, tf.int64), index, tf.fill([n], s), noise_scale).numpy()
-        for s in range(samples)
-    ])
+    per_sample = [  # sample i's draws 0..samples-1: consecutive stream rows, as the engine draws them
+        sample_noise(tf.constant(np.repeat(x[i:i + 1], samples, 0)), tf.constant(seed, tf.int64),
+                     tf.fill([samples], i), tf.range(samples), samples, noise_scale).numpy()
+        for i in range(len(x))
+    ]
+    return np.stack(per_sample, axis=1)
 
 
 def test_noise_free_limits(conv_model, x):
@@ -215,3 +215,30 @@ def test_adaptive_errors(dense_model):
         create_analyzer("smooth_taylor", dense_model, noise_scale="adaptive", criterion="ssim")
     with pytest.raises(ValueError, match="noise_scale must be a finite number"):
         create_analyzer("smooth_taylor", dense_model, noise_scale="adaptiv")
+
+
+@pytest.mark.parametrize("name", NOISY + ("expected_gradients",))
+def test_noise_does_not_depend_on_the_chunking(dense_model, name):
+    """Every random draw is keyed by (seed, sample, draw): batch sizes 1, 4 and 64 give the same maps."""
+    x = np.random.default_rng(10).normal(0, 1, (3, 6)).astype(np.float32)
+    kw = {"samples": 3, "seed": 5}
+    if name in ("smoothgrad_ig", "noise_baseline_ig"):
+        kw["steps"] = 2  # points of one noise draw share it across the path, also across chunk borders
+    if name == "expected_gradients":
+        kw["baselines"] = np.random.default_rng(11).normal(0, 1, (7, 6)).astype(np.float32)
+    maps = [create_analyzer(name, dense_model, batch_size=b, **kw).analyze(x, 0) for b in (1, 4, 64)]
+    for other in maps[1:]:
+        np.testing.assert_allclose(other, maps[0], rtol=1e-5, atol=1e-7 * np.abs(maps[0]).max())
+    assert np.abs(maps[0]).max() > 0
+
+
+def test_stream_rows_are_consecutive_slices_of_one_philox_stream():
+    """Row g of (seed, stream) is TF's Philox normal stream from element g·w (w: the row size rounded up to 4)."""
+    from pgig_tf.aggregators import _NORMAL_VALUES, _keyed_rows
+
+    like = tf.zeros([3, 5])  # rows of 5 values: w = 8
+    rows = _keyed_rows(tf.constant(2, tf.int64), 1, tf.constant([4, 5, 5], tf.int64), like, _NORMAL_VALUES).numpy()
+    stream = tf.raw_ops.StatelessRandomNormalV2(shape=[64], key=tf.constant([2 * 4 + 1], tf.uint64),
+                                                counter=tf.constant([0, 0], tf.uint64), alg=1, dtype=tf.float32).numpy()
+    np.testing.assert_array_equal(rows, np.stack([stream[32:37], stream[40:45], stream[40:45]]))
+    assert np.unique(stream).size == 64
