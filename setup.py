@@ -32,6 +32,7 @@ setup(
             "pgig-explain=pgig_tf.cli.explain:main",
             "pgig-fit-patterns=pgig_tf.cli.fit_patterns:main",
             "pgig-bench-speed=pgig_tf.cli.bench_speed:main",
+            "pgig-bench-replicas=pgig_tf.cli.bench_replicas:main",
             "pgig-axioms=pgig_tf.cli.axioms:main",
         ],
     },

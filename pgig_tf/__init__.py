@@ -46,6 +46,7 @@ from .patterns import Patterns  # noqa: E402
 from .validation import SoftmaxOutputWarning  # noqa: E402
 from .registry import register_rule, unregister_rule  # noqa: E402
 from .persistence import load_analyzer  # noqa: E402
+from .distribute import make_strategy  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -73,6 +74,7 @@ __all__ = [
     "create_analyzer",
     "fit_patterns",
     "load_analyzer",
+    "make_strategy",
     "register_rule",
     "unregister_rule",
 ]

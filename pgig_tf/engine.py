@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from .aggregators import MEAN_SQUARE, VARIANCE, one_random_call_per_row, per_row
+from .distribute import check_jit_compile, check_strategy, distribute_batch, replica_device
 from .precision import check_compute_dtype, compute_dtype_scope
 
 START_ONE = "one"  # backward pass starts with 1.0 (gradients, IG, PGIG)
@@ -22,10 +23,19 @@ class GradientEngine:
 
     compute_dtype='bfloat16' evaluates the model in bfloat16 (points, statistics and the result
     stay float32); jit_compile=True compiles the loop with XLA.
+
+    strategy (a `tf.distribute.Strategy`, typically `MirroredStrategy`): each call splits the n
+    samples into contiguous shards, one per replica (sizes differ by at most one; a replica may
+    get none), runs the chunked loop on every replica inside the same compiled call and
+    concatenates the shards in order (`strategy.gather`). Replicas pass the samples' indices in
+    the whole call to the aggregator, so random draws and results equal one device's. The
+    model may be built outside `strategy.scope()` (every replica then reads the weights from
+    the one device that holds them); built under `strategy.scope()` its weights are mirrored,
+    one copy per device, which several GPUs want and jit_compile=True needs.
     """
 
     def __init__(self, model, rule, aggregator, start=START_ONE, batch_size=64, compute_dtype=None,
-                 jit_compile=False):
+                 jit_compile=False, strategy=None):
         if start not in (START_ONE, START_VALUE):
             raise ValueError(f"start must be {START_ONE!r} or {START_VALUE!r}, got {start!r}")
         self.model = model
@@ -35,6 +45,8 @@ class GradientEngine:
         self.batch_size = int(batch_size)
         self.compute_dtype = check_compute_dtype(compute_dtype)
         self.jit_compile = bool(jit_compile)
+        self.strategy = check_strategy(strategy)
+        check_jit_compile(self.strategy, model, self.jit_compile)
         self._functions = {}
 
     def __call__(self, x, targets, seed=0):
@@ -43,6 +55,14 @@ class GradientEngine:
         seed = tf.constant(seed, dtype=tf.int64)
         try:
             return function(tf.constant(x), tf.constant(targets, dtype=tf.int32), seed).numpy()
+        except tf.errors.InvalidArgumentError as error:
+            if not (self.jit_compile and self.strategy is not None and "located in device" in error.message):
+                raise
+            raise ValueError(
+                "XLA cannot read a variable that lives on another replica's device (jit_compile=True with a "
+                f"strategy): {error.message.splitlines()[0]} Create the model (and the analyzer) under "
+                "strategy.scope(), or use jit_compile=False."
+            ) from None
         except tf.errors.UnimplementedError as error:
             if not self.jit_compile:
                 raise
@@ -55,7 +75,11 @@ class GradientEngine:
 
     @property
     def tracing_count(self):
-        """How many times the compiled loops have been traced (one per input shape and dtype)."""
+        """How many times the compiled loops have been traced (one per input shape and dtype).
+
+        With a strategy, one trace builds the loop of every replica (with jit_compile, each
+        replica's XLA function is traced inside it, once per replica).
+        """
         return sum(f.experimental_get_tracing_count() for f in self._functions.values())
 
     def _function_for(self, sample_shape, dtype):
@@ -66,9 +90,36 @@ class GradientEngine:
                 tf.TensorSpec((None,), tf.int32),
                 tf.TensorSpec((), tf.int64),
             ]
-            self._functions[key] = tf.function(self._attribute, input_signature=signature,
-                                               jit_compile=self.jit_compile)
+            if self.strategy is None:
+                self._functions[key] = tf.function(self._attribute, input_signature=signature,
+                                                   jit_compile=self.jit_compile)
+            else:
+                # XLA compiles each replica's loop on its device; a cluster cannot span devices
+                shard = tf.function(self._attribute, jit_compile=True) if self.jit_compile else self._attribute
+
+                def distributed(x, targets, seed):
+                    return self._attribute_distributed(x, targets, seed, shard)
+
+                self._functions[key] = tf.function(distributed, input_signature=signature)
         return self._functions[key]
+
+    def _attribute_distributed(self, x, targets, seed, shard):
+        """`shard` (the chunked loop) on every replica's contiguous part of the batch, concatenated in order."""
+        strategy = self.strategy
+        (x_shards, target_shards), offsets = distribute_batch(strategy, [x, targets])
+
+        def loop(x, targets, offset):
+            if not self.jit_compile:
+                return shard(x, targets, seed, offset)
+            # the call of an XLA function is placed explicitly, else it may run on the first device
+            with tf.device(replica_device()):
+                return shard(x, targets, seed, offset)
+
+        def replica(x, targets, offset):
+            # a replica without samples skips the loop (XLA cannot even compile it for 0 samples)
+            return tf.cond(tf.shape(x)[0] > 0, lambda: loop(x, targets, offset), lambda: tf.zeros_like(x))
+
+        return strategy.gather(strategy.run(replica, args=(x_shards, target_shards, offsets)), axis=0)
 
     def _gradients(self, points, targets):
         """d(seed * output[target]) / d points, one row per point, through the rule's backward pass."""
@@ -84,7 +135,9 @@ class GradientEngine:
                 objective = tf.reduce_sum(selected)
             return tape.gradient(objective, points, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-    def _attribute(self, x, targets, seed):
+    def _attribute(self, x, targets, seed, offset=None):
+        """The attributions of `x`; `offset` (a replica's first sample in the whole call) shifts the
+        sample indices the aggregator sees, so each sample gets the noise it gets on one device."""
         aggregator = self.aggregator
         draws = aggregator.draws
         num_samples = tf.shape(x)[0]
@@ -106,9 +159,10 @@ class GradientEngine:
             else:
                 flat = tf.range(chunk * self.batch_size, tf.minimum((chunk + 1) * self.batch_size, total))
                 valid = None
-            sample_index, draw_index = flat // draws, flat % draws
+            sample_index, draw_index = flat // draws, flat % draws  # within this call's (or shard's) x
+            global_index = sample_index if offset is None else sample_index + offset
             with one_random_call_per_row(self.jit_compile):
-                points, multiplier = aggregator.points(tf.gather(x, sample_index), sample_index, draw_index, seed)
+                points, multiplier = aggregator.points(tf.gather(x, sample_index), global_index, draw_index, seed)
             value = self._gradients(points, tf.gather(targets, sample_index))
             if multiplier is not None:
                 value = value * multiplier

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import layers as L
+from .distribute import check_strategy, replica_sums, run_sharded
 from .graph import consumers, leaf_layers, run_graph
 from .model_spec import ModelSpec
 from .patterns import Patterns
@@ -145,7 +146,8 @@ def _is_identity(activation):
     return activation is None or activation is keras.activations.linear
 
 
-def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoint=None, checkpoint_every=50):
+def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoint=None, checkpoint_every=50,
+                 strategy=None):
     """Fits a pattern for every Dense/Conv layer of `model` from `data`, in one pass (Eq. 2).
 
     kind="relu" uses the two-component estimator (E+ over the samples where a unit is
@@ -158,7 +160,13 @@ def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoi
 
     With `checkpoint` (an .npz path) the running sums are saved every `checkpoint_every`
     batches; a restarted call with the same data skips the batches already counted.
+
+    With `strategy` (a `tf.distribute.Strategy`) each batch is split into one contiguous shard
+    per replica; each replica adds its shard's sums to its own float64 running sums, which are
+    summed over the replicas when read (`distribute.replica_sums`): the patterns equal one
+    device's up to float32 summation order.
     """
+    strategy = check_strategy(strategy)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -171,7 +179,8 @@ def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoi
     if duplicates:
         raise ValueError(f"Layer names must be unique across nested models to key patterns; repeated: {duplicates}")
     gates = relu_gates(model) if kind == "relu" else {}
-    statistics = {layer.name: _LayerStatistics(layer, gates.get(layer.name)) for layer in kernel_layers}
+    with replica_sums(strategy):
+        statistics = {layer.name: _LayerStatistics(layer, gates.get(layer.name)) for layer in kernel_layers}
 
     spec.check_rule(PatternLayerSupport())  # the same layer support as the pattern rules
 
@@ -180,9 +189,12 @@ def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoi
             return lambda x, **kwargs: statistics[layer.name].update(tf.convert_to_tensor(x))
         return L.inference_call(layer)
 
+    def accumulate_shard(*inputs):
+        run_graph(model, spec.pack_inputs(list(inputs)), substitute)
+
     @tf.function(input_signature=spec.input_signature())
     def accumulate(*inputs):
-        run_graph(model, spec.pack_inputs(list(inputs)), substitute)
+        run_sharded(strategy, accumulate_shard, inputs)
 
     batches, total = spec.iterate_batches(data, batch_size)
     progress = keras.utils.Progbar(total, unit_name="batch") if verbose else None

@@ -6,6 +6,9 @@ input/output shapes, every constructor setting) and one array entry per array-va
 `Analyzer.get_config()` returns: the concrete class's constructor arguments as they were
 passed, with the state that `fit` changes (patterns, background, seed) as it is at `save`.
 
+Settings of the process rather than the method (`Analyzer._runtime_arguments`: the
+`strategy`) are not saved; `load_analyzer(..., strategy=...)` gives the rebuilt analyzer one.
+
 Seeds: a fixed `seed` is saved, so the loaded analyzer's maps are bit-identical to the saved
 one's. `seed=None` means "fresh noise at every call" and is saved as None: the loaded analyzer
 draws fresh noise too (same settings, same distribution of maps, not the same values); set a
@@ -40,7 +43,8 @@ def save_analyzer(analyzer, path):
             f"{type(analyzer).__name__} is not one of them"
         )
     arrays = {}
-    settings = {key: _encode(value, key, arrays) for key, value in analyzer.get_config().items()}
+    settings = {key: _encode(value, key, arrays) for key, value in analyzer.get_config().items()
+                if key not in analyzer._runtime_arguments}
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -57,8 +61,10 @@ def save_analyzer(analyzer, path):
     return path
 
 
-def load_analyzer(path, model, strict_version=True):
+def load_analyzer(path, model, strict_version=True, strategy=None):
     """The analyzer saved at `path`, rebuilt for `model`; its `analyze` output is bit-identical to the saved one's.
+
+    `strategy` (a `tf.distribute.Strategy`, not saved with the analyzer) runs it on several devices.
 
     Raises FileNotFoundError for a missing file and ValueError for a file of another kind, a
     format or pgig_tf version other than this one (`strict_version=False` loads a file of
@@ -96,6 +102,8 @@ def load_analyzer(path, model, strict_version=True):
             f"model '{model.name}' has inputs {got['inputs']} and outputs {got['outputs']}"
         )
     settings = {key: _decode(value, arrays) for key, value in header["settings"].items()}
+    if strategy is not None:
+        settings["strategy"] = strategy
     try:
         return ANALYZERS[name](model, **settings)
     except TypeError as error:

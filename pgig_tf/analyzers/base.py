@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from ..distribute import check_jit_compile, check_strategy, strategy_scope
 from ..engine import START_ONE, GradientEngine
 from ..pattern_fitting import fit_patterns
 from ..patterns import Patterns
@@ -30,11 +31,23 @@ class Analyzer:
     Speed options: `compute_dtype='bfloat16'` runs the model in bfloat16 inside the compiled
     loop (several times faster on CPUs with AMX/AVX512-BF16, with errors of about 1% of the
     map's scale; the model is not changed), `jit_compile=True` compiles the loop with XLA.
+
+    Several devices: `strategy=` (a `tf.distribute.Strategy`, e.g. `pgig_tf.make_strategy(2)` or
+    `tf.distribute.MirroredStrategy()`) splits each `analyze` call's samples into one contiguous
+    shard per replica, evaluated in parallel in one compiled call, with the same results as one
+    device (random draws included), and `fit` splits each batch of `fit_patterns` the same way.
+    The model may be built outside `strategy.scope()` (it works: every replica reads the weights
+    from the device they live on); on several GPUs build or load it under `strategy.scope()`
+    so that each GPU holds its own copy, which `jit_compile=True` requires. The strategy is not
+    saved by `save` (pass `strategy=` to `load_analyzer`).
     """
 
     # Settings whose current attribute value is saved instead of the constructor argument:
     # state that fit() or an assignment changes after construction (see get_config).
     _state_arguments = ("patterns", "seed")
+
+    # Settings of this process's devices, not of the method: `save` leaves them out.
+    _runtime_arguments = ("strategy",)
 
     # True for the methods that take the gradient at (or near) the input itself, which a softmax
     # output saturates; they warn (SoftmaxOutputWarning) when the explained output is a softmax.
@@ -49,12 +62,14 @@ class Analyzer:
 
     def __init__(self, model, *, rule="gradient", patterns=None, start=START_ONE, batch_size=64, seed=None,
                  output=None,
-                 compute_dtype=None, jit_compile=False):
+                 compute_dtype=None, jit_compile=False, strategy=None):
         self.model = model
         self.seed = check_seed(seed)
         self.output = output
         self.compute_dtype = check_compute_dtype(compute_dtype)
         self.jit_compile = bool(jit_compile)
+        self.strategy = check_strategy(strategy)
+        check_jit_compile(self.strategy, model, self.jit_compile)
         self._spec = ModelSpec(model, output)
         self._spec_rule = None
         self._warn_if_softmax()
@@ -74,7 +89,8 @@ class Analyzer:
         """Fits patterns on `data` for pattern rules (Eq. 2); other analyzers have nothing to fit."""
         if self.needs_patterns:
             self.patterns = fit_patterns(
-                self.model, data, kind=kind, batch_size=batch_size or self.batch_size, verbose=verbose
+                self.model, data, kind=kind, batch_size=batch_size or self.batch_size, verbose=verbose,
+                strategy=self.strategy,
             )
             self._rule = self._engine = None
         elif self._spec.is_array_data(data):
@@ -138,7 +154,8 @@ class Analyzer:
                 raise ValueError(
                     f"{type(self).__name__} needs patterns: call analyzer.fit(data) or pass patterns=..."
                 )
-            rule = make_rule(self.rule_name, patterns=self.patterns)
+            with strategy_scope(self.strategy):  # pattern variables mirrored on every replica
+                rule = make_rule(self.rule_name, patterns=self.patterns)
             self._spec.check_rule(rule)
             self._rule = rule
         return self._rule
@@ -154,7 +171,7 @@ class Analyzer:
         """A GradientEngine for `aggregator` (told the input segments, for per-input noise ranges)."""
         aggregator.segments = self._spec.segments
         return GradientEngine(self.model, self._engine_rule(), aggregator, start=self.start, batch_size=self.batch_size,
-                              compute_dtype=self.compute_dtype, jit_compile=self.jit_compile)
+                              compute_dtype=self.compute_dtype, jit_compile=self.jit_compile, strategy=self.strategy)
 
     def _get_engine(self):
         if self._engine is None:

@@ -10,9 +10,9 @@ class GradientAnalyzer(Analyzer):
     expects_logits = True
 
     def __init__(self, model, *, batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False):
+                 compute_dtype=None, jit_compile=False, strategy=None):
         super().__init__(model, rule="gradient", batch_size=batch_size, output=output,
-                         compute_dtype=compute_dtype, jit_compile=jit_compile)
+                         compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
 
     def _make_aggregator(self):
         return SinglePoint()
@@ -24,9 +24,9 @@ class InputTimesGradientAnalyzer(Analyzer):
     expects_logits = True
 
     def __init__(self, model, *, batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False):
+                 compute_dtype=None, jit_compile=False, strategy=None):
         super().__init__(model, rule="gradient", batch_size=batch_size, output=output,
-                         compute_dtype=compute_dtype, jit_compile=jit_compile)
+                         compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
 
     def _make_aggregator(self):
         return SinglePoint(times_input=True)
@@ -38,9 +38,9 @@ class GuidedBackpropAnalyzer(Analyzer):
     expects_logits = True
 
     def __init__(self, model, *, batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False):
+                 compute_dtype=None, jit_compile=False, strategy=None):
         super().__init__(model, rule="guided_backprop", batch_size=batch_size, output=output,
-                         compute_dtype=compute_dtype, jit_compile=jit_compile)
+                         compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
 
     def _make_aggregator(self):
         return SinglePoint()

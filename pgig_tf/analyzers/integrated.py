@@ -13,9 +13,9 @@ class IntegratedGradientsAnalyzer(Analyzer):
 
     def __init__(self, model, *, steps=25, baseline=0.0, rule="gradient", patterns=None, batch_size=64,
                  output=None,
-                 compute_dtype=None, jit_compile=False):
+                 compute_dtype=None, jit_compile=False, strategy=None):
         super().__init__(model, rule=rule, patterns=patterns, batch_size=batch_size, output=output,
-                         compute_dtype=compute_dtype, jit_compile=jit_compile)
+                         compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
         self.steps = check_positive_int(steps, "steps")
         self.baseline = self._spec.baseline(baseline)
 
@@ -31,8 +31,9 @@ class PGIGAnalyzer(IntegratedGradientsAnalyzer):
     """
 
     def __init__(self, model, *, patterns=None, steps=25, baseline=0.0, batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False):
+                 compute_dtype=None, jit_compile=False, strategy=None):
         super().__init__(
             model, steps=steps, baseline=baseline, rule="pattern_attribution", patterns=patterns,
             batch_size=batch_size, output=output, compute_dtype=compute_dtype, jit_compile=jit_compile,
+            strategy=strategy,
         )

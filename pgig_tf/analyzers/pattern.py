@@ -11,9 +11,9 @@ class PatternNetAnalyzer(Analyzer):
     expects_logits = True
 
     def __init__(self, model, *, patterns=None, batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False):
+                 compute_dtype=None, jit_compile=False, strategy=None):
         super().__init__(model, rule="pattern_net", patterns=patterns, start=START_VALUE, batch_size=batch_size,
-                         output=output, compute_dtype=compute_dtype, jit_compile=jit_compile)
+                         output=output, compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
 
     def _make_aggregator(self):
         return SinglePoint()
@@ -25,10 +25,10 @@ class PatternAttributionAnalyzer(Analyzer):
     expects_logits = True
 
     def __init__(self, model, *, patterns=None, batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False):
+                 compute_dtype=None, jit_compile=False, strategy=None):
         super().__init__(
             model, rule="pattern_attribution", patterns=patterns, start=START_VALUE, batch_size=batch_size,
-            output=output, compute_dtype=compute_dtype, jit_compile=jit_compile,
+            output=output, compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy,
         )
 
     def _make_aggregator(self):

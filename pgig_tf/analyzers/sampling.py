@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from .. import aggregators as A
 from ..degradation import Degrader, aupc
+from ..distribute import strategy_scope
 from ..smoothness import autvc
 from ..validation import check_noise_scale, check_positive_int
 from .base import Analyzer
@@ -20,9 +21,9 @@ class _SamplingAnalyzer(Analyzer):
 
     def __init__(self, model, *, samples, noise_scale=0.15, rule="gradient", patterns=None, seed=None,
                  batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False):
+                 compute_dtype=None, jit_compile=False, strategy=None):
         super().__init__(model, rule=rule, patterns=patterns, seed=seed, batch_size=batch_size, output=output,
-                         compute_dtype=compute_dtype, jit_compile=jit_compile)
+                         compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
         self.samples = check_positive_int(samples, "samples")
         self.noise_scale = check_noise_scale(noise_scale)
 
@@ -35,10 +36,10 @@ class SmoothGradAnalyzer(_SamplingAnalyzer):
 
     def __init__(self, model, *, samples=25, noise_scale=0.15, rule="gradient", patterns=None, seed=None,
                  batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False):
+                 compute_dtype=None, jit_compile=False, strategy=None):
         super().__init__(model, samples=samples, noise_scale=noise_scale, rule=rule, patterns=patterns,
                          seed=seed, batch_size=batch_size, output=output,
-                         compute_dtype=compute_dtype, jit_compile=jit_compile)
+                         compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
 
     def _make_aggregator(self):
         return A.GaussianNoise(self.samples, self.noise_scale, self.statistic)
@@ -61,10 +62,10 @@ class SmoothGradIGAnalyzer(_SamplingAnalyzer):
 
     def __init__(self, model, *, steps=25, samples=25, noise_scale=0.15, baseline=0.0, rule="gradient",
                  patterns=None, seed=None, batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False):
+                 compute_dtype=None, jit_compile=False, strategy=None):
         super().__init__(model, samples=samples, noise_scale=noise_scale, rule=rule, patterns=patterns,
                          seed=seed, batch_size=batch_size, output=output,
-                         compute_dtype=compute_dtype, jit_compile=jit_compile)
+                         compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
         self.steps = check_positive_int(steps, "steps")
         self.baseline = self._spec.baseline(baseline)
 
@@ -76,10 +77,10 @@ class NoiseBaselineIGAnalyzer(_SamplingAnalyzer):
     """IG with uniform-noise baselines (SmoothTaylor paper Eq. 3): mean of `samples` IG maps, baselines U[min x, max x]."""
 
     def __init__(self, model, *, steps=50, samples=10, rule="gradient", patterns=None, seed=None, batch_size=64,
-                 output=None, compute_dtype=None, jit_compile=False):
+                 output=None, compute_dtype=None, jit_compile=False, strategy=None):
         super().__init__(model, samples=samples, noise_scale=0.0, rule=rule, patterns=patterns, seed=seed,
                          batch_size=batch_size, output=output, compute_dtype=compute_dtype,
-                         jit_compile=jit_compile)
+                         jit_compile=jit_compile, strategy=strategy)
         self.steps = check_positive_int(steps, "steps")
 
     def _make_aggregator(self):
@@ -97,10 +98,10 @@ class ExpectedGradientsAnalyzer(_SamplingAnalyzer):
 
     def __init__(self, model, *, samples=49, baselines=None, max_background=1000, rule="gradient", patterns=None,
                  seed=None, batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False):
+                 compute_dtype=None, jit_compile=False, strategy=None):
         super().__init__(model, samples=samples, noise_scale=0.0, rule=rule, patterns=patterns, seed=seed,
                          batch_size=batch_size, output=output, compute_dtype=compute_dtype,
-                         jit_compile=jit_compile)
+                         jit_compile=jit_compile, strategy=strategy)
         self.max_background = check_positive_int(max_background, "max_background")
         self.baselines = None
         self._background = None
@@ -111,7 +112,8 @@ class ExpectedGradientsAnalyzer(_SamplingAnalyzer):
         """Uses `baselines` (n, *sample shape; several inputs: one such array per input) as the background."""
         batch = self._spec.check(baselines, name="baselines")
         self.baselines = self._spec.pack_like(batch.values, batch)
-        self._background = tf.Variable(batch.engine, trainable=False, name="background")
+        with strategy_scope(self.strategy):  # mirrored on every replica
+            self._background = tf.Variable(batch.engine, trainable=False, name="background")
         self._engine = None
         return self
 
@@ -151,11 +153,11 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
     def __init__(self, model, *, samples=150, noise_scale=0.5, candidates=(0.1, 0.3, 0.5, 0.7, 0.9),
                  criterion="aupc", patch_size=9, num_steps=100, rule="gradient", patterns=None, seed=None,
                  batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False):
+                 compute_dtype=None, jit_compile=False, strategy=None):
         self.adaptive = isinstance(noise_scale, str) and noise_scale == "adaptive"
         super().__init__(model, samples=samples, noise_scale=0.0 if self.adaptive else noise_scale, rule=rule,
                          patterns=patterns, seed=seed, batch_size=batch_size, output=output,
-                         compute_dtype=compute_dtype, jit_compile=jit_compile)
+                         compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
         if self.adaptive and not (self._spec.simple and len(self._spec.output_names) == 1):
             raise ValueError(
                 "noise_scale='adaptive' scores candidate maps as images; it needs a single-input, single-output "
@@ -207,9 +209,9 @@ class RandomAnalyzer(Analyzer):
     """The degradation benchmark's control: attributions drawn uniformly from [0, 1), independent of the model."""
 
     def __init__(self, model, *, seed=None, batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False):
+                 compute_dtype=None, jit_compile=False, strategy=None):
         super().__init__(model, seed=seed, batch_size=batch_size, output=output,
-                         compute_dtype=compute_dtype, jit_compile=jit_compile)
+                         compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
 
     def analyze(self, x, neuron_selection="max_activation"):
         batch = self._spec.check(x, embed=False)

@@ -58,8 +58,13 @@ def parse_args(argv=None):
     parser.add_argument("--shard-index", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=2, help="batches between checkpoints")
     parser.add_argument("--merge", action="store_true", help="combine the shard checkpoints in --out into results")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="devices to split each batch over (tf.distribute.MirroredStrategy): GPUs if there are "
+                             "enough, else logical CPU devices; 1 (default) runs on one device")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.replicas < 1:
+        parser.error(f"--replicas must be a positive integer, got {args.replicas}")
     if not 0 <= args.shard_index < args.num_shards:
         parser.error(f"--shard-index must be in [0, {args.num_shards}), got {args.shard_index}")
     embedded = args.model == EMBEDDED
@@ -90,7 +95,7 @@ def method_settings(name):
     }.get(name, {})
 
 
-def build_analyzers(model, methods, patterns, background, batch_size, seed, settings=method_settings):
+def build_analyzers(model, methods, patterns, background, batch_size, seed, settings=method_settings, strategy=None):
     """name -> analyzer for `methods`, with `settings(name)`, patterns, background and seed where they apply."""
     from ..analyzers import ANALYZERS, PATTERN_ANALYZERS, analyzer_settings, create_analyzer
 
@@ -98,7 +103,7 @@ def build_analyzers(model, methods, patterns, background, batch_size, seed, sett
     for name in methods:
         if name not in ANALYZERS:
             raise SystemExit(f"unknown method {name!r}; choose from {', '.join(ANALYZERS)}")
-        kwargs = dict(settings(name), batch_size=batch_size)
+        kwargs = dict(settings(name), batch_size=batch_size, strategy=strategy)
         if name in PATTERN_ANALYZERS:
             kwargs["patterns"] = patterns
         if "seed" in analyzer_settings(name):
@@ -135,9 +140,10 @@ def _load_patterns(args, model):
     return Patterns.load(args.patterns)
 
 
-def digits_setting(args, model=None):
+def digits_setting(args, model=None, strategy=None):
     """The embedded default: the cached digits CNN (or `model`) on held-out digits; patterns fitted on the rest."""
     from ..digits import load_digits_images, trained_digits_cnn
+    from ..distribute import mirror_model
     from ..pattern_fitting import fit_patterns
 
     if model is None:
@@ -149,7 +155,9 @@ def digits_setting(args, model=None):
         accuracy = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test))
         name = args.model
     count = min(args.num_images or len(x_test), len(x_test))
-    patterns = _load_patterns(args, model) if args.patterns else fit_patterns(model, x_train, verbose=False)
+    model = mirror_model(model, strategy)
+    patterns = (_load_patterns(args, model) if args.patterns
+                else fit_patterns(model, x_train, verbose=False, strategy=strategy))
     batches, num_images = _array_batches(x_test[:count], y_test[:count], args)
     description = {"model": name, "dataset": "sklearn load_digits (32x32, [-1, 1])",
                    "train_images": int(len(x_train)), "test_images": int(len(x_test))}
@@ -171,11 +179,12 @@ def _unit_preprocessing(height, width, channels):
     return preprocess
 
 
-def tfds_setting(args):
+def tfds_setting(args, strategy=None):
     """VGG16 (or a .keras model) on a TFDS image dataset, streamed in batches of this shard's images."""
     import keras
 
     from .. import imagenet
+    from ..distribute import mirror_model
     from ..pattern_fitting import fit_patterns
 
     if args.model == "vgg16":
@@ -187,11 +196,13 @@ def tfds_setting(args):
         model = keras.models.load_model(args.model, compile=False)
         _, height, width, channels = model.inputs[0].shape
         preprocess, preprocess_name = _unit_preprocessing(height, width, channels), "unit (squash, [-1, 1])"
+    model = mirror_model(model, strategy)  # weights on every replica's device
     source = dict(data_dir=args.data_dir, manual_dir=args.manual_dir, preprocess=preprocess)
     num_images = args.num_images or 1000
     background, _ = imagenet.load_tfds_images(args.dataset, args.background_split,
                                               num_images=args.num_background, **source)
-    patterns = _load_patterns(args, model) if args.patterns else fit_patterns(model, background, verbose=not args.quiet)
+    patterns = (_load_patterns(args, model) if args.patterns
+                else fit_patterns(model, background, verbose=not args.quiet, strategy=strategy))
     batches = (
         (images, labels) for images, labels in imagenet.iterate_tfds_images(
             args.dataset, args.split, batch_size=args.images_per_batch, num_images=num_images,
@@ -203,18 +214,18 @@ def tfds_setting(args):
     return Setting(model, None, batches, shard_count, patterns, background, description)
 
 
-def load_setting(args):
+def load_setting(args, strategy=None):
     if args.dataset == EMBEDDED:
         if args.model == EMBEDDED:
-            return digits_setting(args)
+            return digits_setting(args, strategy=strategy)
         import keras
 
-        return digits_setting(args, keras.models.load_model(args.model, compile=False))
+        return digits_setting(args, keras.models.load_model(args.model, compile=False), strategy)
     if args.model == EMBEDDED:
         raise SystemExit("--dataset other than digits needs --model vgg16 or a .keras model file")
     if args.split is None:
         args.split = "validation" if args.dataset == "imagenet2012" else "test"
-    return tfds_setting(args)
+    return tfds_setting(args, strategy)
 
 
 def fingerprint_of(args):
@@ -281,6 +292,10 @@ def main(argv=None):
         print_table(write_results(args.out, fingerprint, totals, model_info, examples_path))
         return
 
+    from ..distribute import make_strategy
+
+    # first: logical CPU devices (if there are not enough GPUs) must exist before TF initialises
+    strategy = make_strategy(args.replicas) if args.replicas > 1 else None
     import tensorflow as tf
 
     import keras
@@ -295,8 +310,8 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
     started = time.perf_counter()
-    setting = load_setting(args)
-    model_info = dict(setting.description, test_accuracy=setting.accuracy)
+    setting = load_setting(args, strategy)
+    model_info = dict(setting.description, test_accuracy=setting.accuracy, replicas=args.replicas)
     with open(info_path, "w") as handle:
         json.dump(model_info, handle, indent=1)
     from ..degradation import Degrader
@@ -304,7 +319,7 @@ def main(argv=None):
     degrader = Degrader(setting.model, args.patch_size, args.num_steps, args.replacement, args.absolute,
                         args.batch_size)
     analyzers = build_analyzers(setting.model, args.methods, setting.patterns, setting.background,
-                                args.batch_size, args.seed)
+                                args.batch_size, args.seed, strategy=strategy)
     batches = ((images, labels if args.true_label else None) for images, labels in setting.batches)
     num_batches = -(-setting.num_images // args.images_per_batch)
     fingerprint = fingerprint_of(args)
