@@ -18,9 +18,6 @@ import tensorflow as tf
 
 MEAN, MEAN_SQUARE, VARIANCE = "mean", "mean_square", "variance"
 
-# Philox is named explicitly (TF's choice on CPU today), so the streams do not change with TF's
-# 'auto_select'. Under jit_compile XLA's Philox runs instead: other, equally valid numbers.
-
 # Separate random streams for the different random quantities of one point.
 _NORMAL, _UNIFORM_BASELINE, _BACKGROUND_INDEX, _ALPHA = range(4)
 
@@ -195,6 +192,8 @@ def _row_ids(sample_index, key, keys_per_sample):
 # What a stream row holds: standard normals, uniforms in [0, 1), or raw 32-bit words.
 _NORMAL_VALUES, _UNIFORM, _WORDS = "normal", "uniform", "words"
 
+# Philox is named explicitly (TF's choice on CPU today), so the streams do not change with TF's
+# 'auto_select'. Under jit_compile XLA's Philox runs instead: other, equally valid numbers.
 _PHILOX = 1  # TF's RNG_ALG_PHILOX
 _PER_BLOCK = 4  # one Philox block (one counter step) gives 4 float32 normals, uniforms or uint32 words
 
@@ -226,6 +225,7 @@ def _keyed_rows(seed, stream, ids, like, values):
     row_size = tf.reduce_prod(tf.shape(like)[1:])
     blocks = (row_size + _PER_BLOCK - 1) // _PER_BLOCK
     key = tf.reshape(tf.cast(tf.cast(seed, tf.int64) * 4 + stream, tf.uint64), [1])
+
     def draw(first_row, num_rows):  # rows first_row .. first_row + num_rows - 1 in one op
         counter = tf.stack([tf.cast(first_row * tf.cast(blocks, tf.int64), tf.uint64), tf.constant(0, tf.uint64)])
         shape = tf.stack([num_rows, blocks * _PER_BLOCK])

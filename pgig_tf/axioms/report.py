@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 
-from ..analyzers import ANALYZERS, PATTERN_ANALYZERS
+from ..analyzers import ANALYZERS
 from . import checks as K
 from . import criteria as C
 from . import networks as N
@@ -178,7 +178,6 @@ def main_table(report):
 def to_markdown(report):
     """The whole report: main table, PGIG's answer, invariance by rewrite, budgets, criteria and notes."""
     s = report["settings"]
-    methods = report["methods"]
     out = [
         "# Axioms: which method keeps which promise",
         "",

@@ -9,9 +9,6 @@ reports the largest difference between the two maps (relative to the largest |va
 
 import argparse
 import os
-import platform
-import sys
-import time
 import warnings
 
 import numpy as np
@@ -43,30 +40,13 @@ def time_methods(models, images, patterns, batch_size, repeats, strategies):
     return rows
 
 
-def fit_seconds(model, data, batch_size, strategy):
-    """Per-image seconds of fit_patterns: a call on `data` minus a one-batch call (each traces once)."""
-    import gc
-
-    from ..pattern_fitting import fit_patterns
-
-    def fit(part):
-        start = time.perf_counter()
-        patterns = fit_patterns(model, part, batch_size=batch_size, verbose=False, strategy=strategy)
-        return time.perf_counter() - start, patterns
-
-    fit(data[:batch_size])  # warm-up: first-call allocations
-    gc.collect()  # the float64 running sums are freed only by gc
-    total, patterns = fit(data)
-    gc.collect()
-    one, _ = fit(data[:batch_size])
-    gc.collect()
-    return (total - one) / (len(data) - batch_size), patterns
-
-
 def fit_section(models, data, batch_size, strategies):
+    """fit_patterns per image on one device and on the replicas, and the largest difference of the patterns."""
+    from .bench_speed import fit_time
+
     row, fitted = {}, {}
     for key, model, strategy in zip(("one_device", "replicas"), models, strategies):
-        row[key], fitted[key] = fit_seconds(model, data, batch_size, strategy)
+        row[key], fitted[key] = fit_time(model, data, batch_size, strategy)
     row["speedup"] = row["one_device"] / row["replicas"]
     row["max_relative_difference"] = max(
         float(np.max(np.abs(fitted["replicas"][k] - p)) / max(np.max(np.abs(p)), 1e-30))
@@ -98,12 +78,11 @@ def main(argv=None):
     from ..distribute import make_strategy, mirror_model
 
     strategy = make_strategy(args.replicas)  # before TF initialises its devices
-    import keras
     import tensorflow as tf
 
     from ..patterns import Patterns
     from ..validation import SoftmaxOutputWarning
-    from .bench_speed import inputs_for, load_model, write_report
+    from .bench_speed import inputs_for, load_model, machine_info, write_report
 
     tf.get_logger().setLevel("ERROR")
     warnings.filterwarnings("ignore", category=SoftmaxOutputWarning)
@@ -116,8 +95,7 @@ def main(argv=None):
     report = {
         "model": args.model, "replicas": args.replicas, "devices": list(strategy.extended.worker_devices),
         "images": len(images), "batch_size": args.batch_size, "repeats": args.repeats, "settings": METHODS,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-                    "keras": keras.__version__, "python": sys.version.split()[0]},
+        "machine": machine_info(),
     }
     print(f"{args.model}: {len(images)} images per call, 1 device vs {args.replicas} replicas on "
           f"{', '.join(d.split('/')[-1] for d in strategy.extended.worker_devices)}; seconds per image")

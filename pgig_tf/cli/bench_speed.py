@@ -274,22 +274,31 @@ print(json.dumps([before, high_water_mb()]))
     return {"peak_mb": after, "peak_before_analyze_mb": before, "analyze_mb": after - before}
 
 
-def fit_time(model, data, batch_size):
-    """Per-image seconds of fit_patterns: a long call minus a one-batch call (each traces once)."""
+def fit_time(model, data, batch_size, strategy=None):
+    """(per-image seconds, patterns) of fit_patterns: a long call minus a one-batch call (each traces once)."""
     from .. import fit_patterns
 
     def fit(part):
         start = time.perf_counter()
-        fit_patterns(model, part, batch_size=batch_size, verbose=False)
-        return time.perf_counter() - start
+        patterns = fit_patterns(model, part, batch_size=batch_size, verbose=False, strategy=strategy)
+        return time.perf_counter() - start, patterns
 
     fit(data[:batch_size])  # warm-up: first-call allocations
     gc.collect()  # each call's float64 sums (2 kernels per layer: 2.2 GB on VGG16) are freed only by gc
-    total = fit(data)
+    total, patterns = fit(data)
     gc.collect()
-    one = fit(data[:batch_size])
+    one, _ = fit(data[:batch_size])
     gc.collect()
-    return (total - one) / (len(data) - batch_size)
+    return (total - one) / (len(data) - batch_size), patterns
+
+
+def machine_info():
+    """The machine and library versions a timing ran on."""
+    import keras
+    import tensorflow as tf
+
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "python": sys.version.split()[0]}
 
 
 def kernel_gradient_time(model, batch_size, repeats):
@@ -350,7 +359,7 @@ def fit_section(model, repeats, batch_size=64):
     data = inputs_for(model, 3 * batch_size, seed=4)
     forward = forward_time(model, batch_size, repeats)
     floor = forward + kernel_gradient_time(model, batch_size, repeats)
-    seconds = fit_time(model, data, batch_size)
+    seconds, _ = fit_time(model, data, batch_size)
     print(f"fit_patterns: {seconds * 1000:.2f} ms/image, forward {forward * 1000:.2f} ms/image, "
           f"ratio {seconds / forward:.2f}; floor (forward + 2 kernel gradients per layer) "
           f"{floor * 1000:.2f} ms/image = {floor / forward:.2f}x forward, fit / floor {seconds / floor:.2f}")
@@ -424,7 +433,6 @@ def main(argv=None):
     parser.add_argument("--out", default="results/bench_speed.json")
     args = parser.parse_args(argv)
 
-    import keras
     import tensorflow as tf
 
     from .. import Patterns
@@ -438,8 +446,7 @@ def main(argv=None):
     patterns = Patterns({l.name: np.random.default_rng(0).normal(0, 1, l.kernel.shape).astype(np.float32)
                          for l in model.layers if hasattr(l, "kernel")})
     background = inputs_for(model, 8, seed=3)
-    report = {"model": args.model, "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-              "tensorflow": tf.__version__, "keras": keras.__version__, "python": sys.version.split()[0]}}
+    report = {"model": args.model, "machine": machine_info()}
     limit_batch_sizes = args.limit_batch_sizes or ("8,16,32,64" if args.model == "vgg16" else "16,64,256")
     limit = GradientLimit(model, args.repeats, [int(b) for b in limit_batch_sizes.split(",")])
     print(f"limit: {limit.best * 1000:.2f} ms per input gradient (by batch size: "
