@@ -20,7 +20,7 @@ if keras.backend.backend() != "tensorflow":
         "set KERAS_BACKEND=tensorflow before importing keras."
     )
 
-from .analyzers import (  # noqa: E402
+from pgig_tf.analyzers import (  # noqa: E402
     ANALYZERS,
     Analyzer,
     ExpectedGradientsAnalyzer,
@@ -40,13 +40,13 @@ from .analyzers import (  # noqa: E402
     PGIGAnalyzer,
     create_analyzer,
 )
-from .callbacks import AttributionCallback  # noqa: E402
-from .pattern_fitting import fit_patterns  # noqa: E402
-from .patterns import Patterns  # noqa: E402
-from .validation import SoftmaxOutputWarning  # noqa: E402
-from .registry import register_rule, unregister_rule  # noqa: E402
-from .persistence import load_analyzer  # noqa: E402
-from .distribute import make_strategy  # noqa: E402
+from pgig_tf.viz.callback import AttributionCallback  # noqa: E402
+from pgig_tf.patterns.fitting import fit_patterns  # noqa: E402
+from pgig_tf.patterns.patterns import Patterns  # noqa: E402
+from pgig_tf.validation import SoftmaxOutputWarning  # noqa: E402
+from pgig_tf.model.layer_support import register_rule, unregister_rule  # noqa: E402
+from pgig_tf.persistence import load_analyzer  # noqa: E402
+from pgig_tf.model.distribute import make_strategy  # noqa: E402
 
 __version__ = "0.1.0"
 

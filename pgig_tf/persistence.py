@@ -23,7 +23,7 @@ import zipfile
 
 import numpy as np
 
-from .patterns import Patterns
+from pgig_tf.patterns.patterns import Patterns
 
 FORMAT = "pgig_tf.analyzer"
 FORMAT_VERSION = 1
@@ -33,8 +33,8 @@ _PATTERNS_META_KEY = "__pgig_tf_meta__"  # the header entry of a `Patterns.save`
 
 def save_analyzer(analyzer, path):
     """Writes `analyzer`'s settings and fitted state to `path` (exactly that name); returns the path."""
-    from . import __version__
-    from .analyzers import ANALYZERS
+    from pgig_tf import __version__
+    from pgig_tf.analyzers import ANALYZERS
 
     name = next((key for key, cls in ANALYZERS.items() if cls is type(analyzer)), None)
     if name is None:
@@ -71,8 +71,8 @@ def load_analyzer(path, model, strict_version=True, strategy=None):
     another pgig_tf version with a warning), or a model whose inputs, outputs or layers
     differ from the ones the analyzer was saved with.
     """
-    from . import __version__
-    from .analyzers import ANALYZERS
+    from pgig_tf import __version__
+    from pgig_tf.analyzers import ANALYZERS
 
     path = os.fspath(path)
     header, arrays = _read(path)

@@ -1,6 +1,10 @@
 """Shared fixtures: small seeded Keras models and data for the tests."""
 
 import os
+import sys
+
+# The independent numpy reference (tests/reference/) is imported by tests in every folder.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")

@@ -2,11 +2,11 @@
 
 import inspect
 
-from .base import Analyzer
-from .gradient import GradientAnalyzer, GuidedBackpropAnalyzer, InputTimesGradientAnalyzer
-from .integrated import IntegratedGradientsAnalyzer, PGIGAnalyzer
-from .pattern import PatternAttributionAnalyzer, PatternNetAnalyzer
-from .sampling import (
+from pgig_tf.analyzers.base import Analyzer
+from pgig_tf.analyzers.gradient import GradientAnalyzer, GuidedBackpropAnalyzer, InputTimesGradientAnalyzer
+from pgig_tf.analyzers.integrated import IntegratedGradientsAnalyzer, PGIGAnalyzer
+from pgig_tf.analyzers.pattern import PatternAttributionAnalyzer, PatternNetAnalyzer
+from pgig_tf.analyzers.sampling import (
     ExpectedGradientsAnalyzer,
     NoiseBaselineIGAnalyzer,
     RandomAnalyzer,

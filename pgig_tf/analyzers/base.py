@@ -6,14 +6,14 @@ import warnings
 
 import numpy as np
 
-from ..distribute import check_jit_compile, check_strategy, strategy_scope
-from ..engine import START_ONE, GradientEngine
-from ..pattern_fitting import fit_patterns
-from ..patterns import Patterns
-from ..precision import check_compute_dtype
-from ..rules import make_rule, rule_class
-from ..model_spec import ModelSpec, SpecRule
-from ..validation import (
+from pgig_tf.model.distribute import check_jit_compile, check_strategy, strategy_scope
+from pgig_tf.core.engine import START_ONE, GradientEngine
+from pgig_tf.patterns.fitting import fit_patterns
+from pgig_tf.patterns.patterns import Patterns
+from pgig_tf.model.precision import check_compute_dtype
+from pgig_tf.core.rules import make_rule, rule_class
+from pgig_tf.model.spec import ModelSpec, SpecRule
+from pgig_tf.validation import (
     SoftmaxOutputWarning, check_finite_attributions, check_positive_int, check_seed, resolve_neurons,
     softmax_output_message,
 )
@@ -190,7 +190,7 @@ class Analyzer:
 
     def save(self, path):
         """Writes the settings and fitted state to one `.npz` file; `pgig_tf.load_analyzer(path, model)` rebuilds it."""
-        from ..persistence import save_analyzer
+        from pgig_tf.persistence import save_analyzer
 
         return save_analyzer(self, path)
 

@@ -1,7 +1,7 @@
 """Single-point gradient methods: Gradient, Gradient x Input, Guided Backprop."""
 
-from ..aggregators import SinglePoint
-from .base import Analyzer
+from pgig_tf.core.aggregators import SinglePoint
+from pgig_tf.analyzers.base import Analyzer
 
 
 class GradientAnalyzer(Analyzer):

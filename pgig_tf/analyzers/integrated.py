@@ -1,8 +1,8 @@
 """Path methods: Integrated Gradients (Eq. 1) and Pattern-Guided Integrated Gradients (Eq. 4)."""
 
-from ..aggregators import StraightPath
-from ..validation import check_positive_int
-from .base import Analyzer
+from pgig_tf.core.aggregators import StraightPath
+from pgig_tf.validation import check_positive_int
+from pgig_tf.analyzers.base import Analyzer
 
 
 class IntegratedGradientsAnalyzer(Analyzer):

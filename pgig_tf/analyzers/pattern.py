@@ -1,8 +1,8 @@
 """PatternNet and PatternAttribution (Kindermans et al., 2018): one backward pass with pattern kernels."""
 
-from ..aggregators import SinglePoint
-from ..engine import START_VALUE
-from .base import Analyzer
+from pgig_tf.core.aggregators import SinglePoint
+from pgig_tf.core.engine import START_VALUE
+from pgig_tf.analyzers.base import Analyzer
 
 
 class PatternNetAnalyzer(Analyzer):

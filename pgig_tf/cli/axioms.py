@@ -8,7 +8,7 @@ import time
 
 
 def main(argv=None):
-    from ..analyzers import ANALYZERS
+    from pgig_tf.analyzers import ANALYZERS
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=os.path.join("results", "axioms"),
@@ -31,7 +31,7 @@ def main(argv=None):
     if args.num_data < 32:
         parser.error(f"--num-data must be at least 32 (Expected Gradients' background), got {args.num_data}")
 
-    from ..axioms import main_table, run_axioms, to_markdown
+    from pgig_tf.evaluation.axioms import main_table, run_axioms, to_markdown
 
     start = time.perf_counter()
     report = run_axioms(seed=args.seed, methods=args.methods, quick=args.quick, num_data=args.num_data,

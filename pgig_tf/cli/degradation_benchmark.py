@@ -20,7 +20,7 @@ EMBEDDED = "digits"
 
 
 def parse_args(argv=None):
-    from ..benchmark import DEFAULT_METHODS
+    from pgig_tf.evaluation.benchmark import DEFAULT_METHODS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="results", help="output folder (default results/)")
@@ -97,7 +97,7 @@ def method_settings(name):
 
 def build_analyzers(model, methods, patterns, background, batch_size, seed, settings=method_settings, strategy=None):
     """name -> analyzer for `methods`, with `settings(name)`, patterns, background and seed where they apply."""
-    from ..analyzers import ANALYZERS, PATTERN_ANALYZERS, analyzer_settings, create_analyzer
+    from pgig_tf.analyzers import ANALYZERS, PATTERN_ANALYZERS, analyzer_settings, create_analyzer
 
     analyzers = {}
     for name in methods:
@@ -131,10 +131,10 @@ def _array_batches(images, labels, args):
 
 
 def _load_patterns(args, model):
-    from ..patterns import Patterns
+    from pgig_tf.patterns.patterns import Patterns
 
     if args.patterns_format == "reference":
-        from ..imagenet import load_reference_vgg16_patterns
+        from pgig_tf.patterns.reference import load_reference_vgg16_patterns
 
         return load_reference_vgg16_patterns(args.patterns, model)
     return Patterns.load(args.patterns)
@@ -142,9 +142,9 @@ def _load_patterns(args, model):
 
 def digits_setting(args, model=None, strategy=None):
     """The embedded default: the cached digits CNN (or `model`) on held-out digits; patterns fitted on the rest."""
-    from ..digits import load_digits_images, trained_digits_cnn
-    from ..distribute import mirror_model
-    from ..pattern_fitting import fit_patterns
+    from pgig_tf.datasets.digits import load_digits_images, trained_digits_cnn
+    from pgig_tf.model.distribute import mirror_model
+    from pgig_tf.patterns.fitting import fit_patterns
 
     if model is None:
         model, accuracy, (x_train, y_train, x_test, y_test) = trained_digits_cnn(
@@ -183,9 +183,9 @@ def tfds_setting(args, strategy=None):
     """VGG16 (or a .keras model) on a TFDS image dataset, streamed in batches of this shard's images."""
     import keras
 
-    from .. import imagenet
-    from ..distribute import mirror_model
-    from ..pattern_fitting import fit_patterns
+    from pgig_tf.datasets import imagenet
+    from pgig_tf.model.distribute import mirror_model
+    from pgig_tf.patterns.fitting import fit_patterns
 
     if args.model == "vgg16":
         preprocess, size = imagenet.PREPROCESSING[args.preprocessing]
@@ -239,7 +239,7 @@ def versions():
     import keras
     import tensorflow as tf
 
-    from .. import __version__
+    from pgig_tf import __version__
 
     return {"pgig_tf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "python": sys.version.split()[0], "machine": platform.platform(),
@@ -247,7 +247,7 @@ def versions():
 
 
 def write_results(out, fingerprint, totals, model_info, examples_path):
-    from ..plots import plot_degradation_curves, plot_heatmap_grid
+    from pgig_tf.viz.plots import plot_degradation_curves, plot_heatmap_grid
 
     methods = {name: t.summary() for name, t in totals.items()}
     results = {"settings": fingerprint, "model": model_info, "versions": versions(),
@@ -278,7 +278,7 @@ def print_table(results):
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    from ..benchmark import merge_states, run_benchmark, state_path
+    from pgig_tf.evaluation.benchmark import merge_states, run_benchmark, state_path
 
     info_path = os.path.join(args.out, "model_info.json")
     examples_path = os.path.join(args.out, "examples.npz")
@@ -292,7 +292,7 @@ def main(argv=None):
         print_table(write_results(args.out, fingerprint, totals, model_info, examples_path))
         return
 
-    from ..distribute import make_strategy
+    from pgig_tf.model.distribute import make_strategy
 
     # first: logical CPU devices (if there are not enough GPUs) must exist before TF initialises
     strategy = make_strategy(args.replicas) if args.replicas > 1 else None
@@ -304,7 +304,7 @@ def main(argv=None):
     # traces across analyzers and would be misleading here
     tf.get_logger().setLevel("ERROR")
     # the paper explains the softmax output on purpose (§5); the warning would repeat per method
-    from ..validation import SoftmaxOutputWarning
+    from pgig_tf.validation import SoftmaxOutputWarning
 
     warnings.filterwarnings("ignore", category=SoftmaxOutputWarning)
     keras.utils.set_random_seed(args.seed)
@@ -314,7 +314,7 @@ def main(argv=None):
     model_info = dict(setting.description, test_accuracy=setting.accuracy, replicas=args.replicas)
     with open(info_path, "w") as handle:
         json.dump(model_info, handle, indent=1)
-    from ..degradation import Degrader
+    from pgig_tf.evaluation.degradation import Degrader
 
     degrader = Degrader(setting.model, args.patch_size, args.num_steps, args.replacement, args.absolute,
                         args.batch_size)

@@ -52,7 +52,7 @@ def row_titles(paths, outputs, explained=None):
 
 
 def main(argv=None):
-    from ..analyzers import ANALYZERS, PATTERN_ANALYZERS
+    from pgig_tf.analyzers import ANALYZERS, PATTERN_ANALYZERS
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="a Keras model file (.keras or .h5)")
@@ -70,8 +70,8 @@ def main(argv=None):
 
     import keras
 
-    from .. import Patterns, create_analyzer
-    from ..plots import plot_heatmap_grid
+    from pgig_tf import Patterns, create_analyzer
+    from pgig_tf.viz.plots import plot_heatmap_grid
 
     model = keras.models.load_model(args.model, compile=False)
     _, height, width, channels = model.inputs[0].shape

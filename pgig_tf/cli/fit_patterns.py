@@ -28,21 +28,21 @@ def main(argv=None):
 
     import keras
 
-    from .. import fit_patterns
-    from .degradation_benchmark import _unit_preprocessing
+    from pgig_tf import fit_patterns
+    from pgig_tf.cli.degradation_benchmark import _unit_preprocessing
 
     if args.dataset == "digits":
-        from ..digits import trained_digits_cnn
+        from pgig_tf.datasets.digits import trained_digits_cnn
 
         if args.model == "digits":
             model, _, (x_train, _, _, _) = trained_digits_cnn(args.cache_dir, seed=args.seed)
         else:
-            from ..digits import load_digits_images
+            from pgig_tf.datasets.digits import load_digits_images
 
             model, x_train = keras.models.load_model(args.model, compile=False), load_digits_images(args.seed)[0]
         data = x_train[: args.num_images]
     else:
-        from .. import imagenet
+        from pgig_tf.datasets import imagenet
 
         if args.model == "vgg16":
             preprocess, size = imagenet.PREPROCESSING[args.preprocessing]

@@ -9,8 +9,8 @@ import numpy as np
 
 def run(mean=0.0, std=0.5, seed=0, steps=25):
     """Runs the stress test; returns (inputs and attributions, summary dict)."""
-    from .. import create_analyzer, fit_patterns
-    from ..stress_test import stress_data, stress_model
+    from pgig_tf import create_analyzer, fit_patterns
+    from pgig_tf.datasets.stress_test import stress_data, stress_model
 
     z, signal, distractor, x, y = stress_data(mean=mean, std=std, seed=seed)
     model = stress_model()

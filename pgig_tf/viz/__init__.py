@@ -1,0 +1,1 @@
+"""Pictures: heatmaps, grids, overlays, degradation curves, and the training callback that draws them."""

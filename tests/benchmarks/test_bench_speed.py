@@ -1,0 +1,40 @@
+"""The speed benchmark's bookkeeping: evaluations per method, paired limit timing, one trace per analyzer."""
+
+import statistics
+
+import numpy as np
+import pytest
+
+from benchmarks.bench_speed import SPEED_METHODS, GradientLimit, evaluations, paired_times, time_analyzer
+
+
+def test_every_timed_method_runs_about_25_evaluations():
+    assert {name: evaluations(name, s) for name, s in SPEED_METHODS.items()} == {
+        name: 1 if name in ("gradient", "input_t_gradient", "guided_backprop", "pattern_net", "pattern_attribution")
+        else 25 for name in SPEED_METHODS
+    }
+
+
+def test_paired_times_alternate_the_limit_and_the_method(conv_model):
+    limit = GradientLimit(conv_model, repeats=1, candidate_batch_sizes=[2, 4])
+    calls = []
+    gradient_at_best = limit.call_at(limit.best_batch_size)
+    limit.call_at = lambda b: lambda: (calls.append(("limit", b)), gradient_at_best())
+    method_seconds, limit_seconds = paired_times(lambda: calls.append(("method",)), limit, repeats=3)
+    best = limit.best_batch_size
+    assert calls == [("limit", best), ("method",)] * 4  # warm-up, then 3 rounds
+    assert len(method_seconds) == len(limit_seconds) == 3 and min(limit_seconds) > 0
+
+
+@pytest.mark.parametrize("name", ["pgig", "smoothgrad"])
+def test_time_analyzer_ratio_is_the_median_of_its_rounds(conv_model, name):
+    patterns = {l.name: np.ones(l.kernel.shape, np.float32) for l in conv_model.layers if hasattr(l, "kernel")}
+    limit = GradientLimit(conv_model, repeats=1, candidate_batch_sizes=[8])
+    row = time_analyzer(conv_model, name, {"steps": 4} if name == "pgig" else {"samples": 4}, 8, patterns, None,
+                        limit, repeats=3)
+    assert row["images"] == 2 and row["chunk"] == 8 and row["evaluations_per_image"] == 4
+    assert row["ratio"] == statistics.median(row["ratio_rounds"]) and len(row["ratio_rounds"]) == 3
+    per_evaluation = [m / (2 * 4) for m in row["method_rounds"]]
+    np.testing.assert_allclose(row["ratio_rounds"], np.divide(per_evaluation, row["limit_rounds"]), rtol=1e-12)
+    assert np.median(row["method_rounds"]) / 2 == pytest.approx(row["seconds_per_image"], rel=1e-12)
+    assert row["traces_after_repeats"] == 1  # warm-up and 3 repeats reuse one trace

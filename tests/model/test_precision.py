@@ -1,0 +1,118 @@
+"""The engine's speed options: compute_dtype='bfloat16' and jit_compile=True, against the float32 loop."""
+
+import numpy as np
+import pytest
+
+from pgig_tf.core.aggregators import GaussianNoise, StraightPath
+from pgig_tf.core.engine import GradientEngine
+from pgig_tf.patterns.patterns import Patterns
+from pgig_tf.model.precision import check_compute_dtype
+from pgig_tf.core.rules import make_rule
+
+RULES = ("gradient", "guided_backprop", "pattern_attribution")
+
+
+@pytest.fixture(autouse=True)
+def without_op_determinism(restore_op_determinism):
+    """XLA has no deterministic max-pool gradient: these tests start with op determinism off."""
+    from tensorflow.python.framework import config
+
+    config.disable_op_determinism()
+
+
+def _patterns(model):
+    rng = np.random.default_rng(5)
+    return Patterns({l.name: rng.normal(0, 1, l.kernel.shape).astype(np.float32)
+                     for l in model.layers if hasattr(l, "kernel")})
+
+
+def _relative_l2(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def _inputs(model, n=3):
+    return np.random.default_rng(0).normal(0, 1, (n,) + tuple(model.inputs[0].shape[1:])).astype(np.float32)
+
+
+@pytest.mark.parametrize("rule_name", RULES)
+def test_jit_compile_equals_the_default_loop_including_a_padded_last_chunk(conv_model, rule_name):
+    rule = make_rule(rule_name, patterns=_patterns(conv_model))
+    x, targets = _inputs(conv_model), np.array([0, 2, 1], np.int32)
+    aggregator = StraightPath(7, 0.0)  # 21 points in chunks of 8: the last chunk has 5 real points
+    plain = GradientEngine(conv_model, rule, aggregator, batch_size=8)(x, targets)
+    compiled = GradientEngine(conv_model, rule, aggregator, batch_size=8, jit_compile=True)(x, targets)
+    np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-6 * np.abs(plain).max())
+
+
+def test_jit_compile_variance_leaves_padding_out_and_is_reproducible(conv_model):
+    rule = make_rule("gradient")
+    x, targets = _inputs(conv_model), np.array([0, 2, 1], np.int32)
+    aggregator = GaussianNoise(5, 0.2, "variance")  # 15 points in chunks of 4
+    engine = GradientEngine(conv_model, rule, aggregator, batch_size=4, jit_compile=True)
+    first, second = engine(x, targets, seed=3), engine(x, targets, seed=3)
+    np.testing.assert_array_equal(first, second)
+    # XLA draws other (Philox) numbers than TF's kernels, so compare with the population
+    # variance of the same chunking done once, unpadded: batch 15 holds all points at once
+    whole = GradientEngine(conv_model, rule, aggregator, batch_size=15, jit_compile=True)(x, targets, seed=3)
+    np.testing.assert_allclose(first, whole, rtol=1e-4, atol=1e-6 * np.abs(whole).max())
+    assert np.all(first >= 0) and np.abs(first).max() > 0
+
+
+@pytest.mark.parametrize("rule_name", RULES)
+def test_bfloat16_is_close_to_float32_but_really_lower_precision(conv_model, rule_name):
+    rule = make_rule(rule_name, patterns=_patterns(conv_model))
+    x, targets = _inputs(conv_model), np.array([0, 2, 1], np.int32)
+    aggregator = StraightPath(16, 0.0)
+    reference = GradientEngine(conv_model, rule, aggregator)(x, targets)
+    low = GradientEngine(conv_model, rule, aggregator, compute_dtype="bfloat16")(x, targets)
+    assert low.dtype == np.float32
+    # bfloat16 keeps 8 significant bits (relative rounding 2^-9 = 0.002 per value)
+    assert 1e-5 < _relative_l2(low, reference) < 0.05
+    assert np.corrcoef(low.ravel(), reference.ravel())[0, 1] > 0.999
+
+
+def test_bfloat16_leaves_the_users_model_in_float32(conv_model):
+    x = _inputs(conv_model)
+    before = conv_model(x).numpy()
+    GradientEngine(conv_model, make_rule("gradient"), StraightPath(4, 0.0), compute_dtype="bfloat16")(
+        x, np.zeros(3, np.int32))
+    assert {layer.compute_dtype for layer in conv_model.layers} == {"float32"}
+    np.testing.assert_array_equal(conv_model(x).numpy(), before)
+
+
+def test_jit_compile_under_op_determinism_says_what_to_do(conv_model):
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+    engine = GradientEngine(conv_model, make_rule("gradient"), StraightPath(2, 0.0), jit_compile=True)
+    with pytest.raises(ValueError, match="XLA cannot compile .*Use jit_compile=False"):
+        engine(_inputs(conv_model), np.zeros(3, np.int32))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float16"])
+def test_unknown_compute_dtype_is_refused(dtype):
+    # float16 is refused on purpose: without loss scaling small gradients underflow to zeros
+    with pytest.raises(ValueError, match=f"compute_dtype must be one of .*got '{dtype}'"):
+        check_compute_dtype(dtype)
+
+
+@pytest.mark.parametrize("name", ["integrated_gradients", "smoothgrad"])
+def test_analyzers_take_the_speed_options(conv_model, name):
+    from pgig_tf import create_analyzer
+
+    x = _inputs(conv_model)
+    # 64 draws: a noisy point near a ReLU kink can switch sides in bfloat16; averaging dilutes it
+    settings = {"steps": 8} if name == "integrated_gradients" else {"samples": 64, "seed": 1}
+    reference = create_analyzer(name, conv_model, **settings).analyze(x, neuron_selection=1)
+    low = create_analyzer(name, conv_model, compute_dtype="bfloat16", **settings).analyze(x, neuron_selection=1)
+    assert 1e-5 < _relative_l2(low, reference) < 0.05
+    jitted = create_analyzer(name, conv_model, jit_compile=True, batch_size=5, **settings)
+    if name == "integrated_gradients":  # deterministic: equal to the float32 loop
+        np.testing.assert_allclose(jitted.analyze(x, neuron_selection=1), reference, rtol=1e-4,
+                                   atol=1e-6 * np.abs(reference).max())
+    else:  # XLA's own Philox numbers: reproducible, and a SmoothGrad of the same scale
+        first = jitted.analyze(x, neuron_selection=1)
+        np.testing.assert_array_equal(first, jitted.analyze(x, neuron_selection=1))
+        assert 0.3 < np.abs(first).mean() / np.abs(reference).mean() < 3
+    with pytest.raises(ValueError, match="compute_dtype"):
+        create_analyzer(name, conv_model, compute_dtype="float8")
