@@ -11,7 +11,7 @@ from pgig_tf.core.engine import START_ONE, GradientEngine
 from pgig_tf.patterns.fitting import fit_patterns
 from pgig_tf.patterns.patterns import Patterns
 from pgig_tf.model.precision import check_compute_dtype
-from pgig_tf.core.rules import make_rule, rule_class
+from pgig_tf.core.rules import make_rule, rule_class, rule_name
 from pgig_tf.model.spec import ModelSpec, SpecRule
 from pgig_tf.validation import (
     SoftmaxOutputWarning, check_finite_attributions, check_positive_int, check_seed, resolve_neurons,
@@ -22,9 +22,10 @@ from pgig_tf.validation import (
 class Analyzer:
     """Explains a Keras model's output: `analyze(x, neuron_selection)` -> array shaped like `x`.
 
-    Subclasses choose the aggregator (`_make_aggregator`); the rule ('gradient',
-    'guided_backprop', 'pattern_attribution', 'pattern_net') and where the backward pass
-    starts (1.0 or the output value) are constructor settings. Pattern rules take `patterns=`
+    Subclasses choose the aggregator (`_make_aggregator`) and declare what they are as class
+    attributes (`fixed_rule`, `start`, `uses_background`, `random`); the others take the rule
+    as `rule=` ('gradient', 'guided_backprop', 'pattern_attribution', 'pattern_net', or a
+    `core.rules.Rule` subclass). Pattern rules take `patterns=`
     or fit their own with `fit(data)`. `output=` (a name or index) chooses the explained output
     of a multi-output model; a multi-input model takes and returns one array per input; token
     inputs (ids into an Embedding) are explained on the embedded vectors, one score per token.
@@ -42,16 +43,21 @@ class Analyzer:
     saved by `save` (pass `strategy=` to `load_analyzer`).
     """
 
+    # What the class declares, so that callers ask the class instead of testing its name.
+    fixed_rule = None  # the rule the method is defined with (PGIG: 'pattern_attribution'); None: it takes rule=
+    start = START_ONE  # where the backward pass starts: 1.0, or the output's value (START_VALUE, PGIG paper §3.4)
+    uses_background = False  # fit(data) keeps background samples that the method draws baselines from
+    random = False  # the method draws random numbers: it takes seed=
+    # True for the methods that take the gradient at (or near) the input itself, which a softmax
+    # output saturates; they warn (SoftmaxOutputWarning) when the explained output is a softmax.
+    expects_logits = False
+
     # Settings whose current attribute value is saved instead of the constructor argument:
     # state that fit() or an assignment changes after construction (see get_config).
     _state_arguments = ("patterns", "seed")
 
     # Settings of this process's devices, not of the method: `save` leaves them out.
     _runtime_arguments = ("strategy",)
-
-    # True for the methods that take the gradient at (or near) the input itself, which a softmax
-    # output saturates; they warn (SoftmaxOutputWarning) when the explained output is a softmax.
-    expects_logits = False
 
     def __new__(cls, *args, **kwargs):
         # Records the concrete class's constructor arguments (defaults filled in) before __init__
@@ -60,23 +66,43 @@ class Analyzer:
         self._constructor_arguments = _bound_arguments(cls, args, kwargs)
         return self
 
-    def __init__(self, model, *, rule="gradient", patterns=None, start=START_ONE, batch_size=64, seed=None,
-                 output=None,
-                 compute_dtype=None, jit_compile=False, strategy=None):
+    def __init__(self, model, **options):
+        """Takes the options every analyzer shares; subclasses add their own settings and pass the rest here.
+
+        Args:
+            model: the Keras model to explain.
+            **options: `batch_size` (gradient evaluations per compiled chunk, default 64), `output`
+                (name or index of the explained output of a multi-output model), `compute_dtype`
+                (None or 'bfloat16'), `jit_compile` (bool), `strategy` (a tf.distribute.Strategy);
+                `rule` (a name in `core.rules.RULES` or a Rule subclass; default 'gradient') where
+                the class has no `fixed_rule`; `patterns` where the rule may need them; `seed`
+                for random methods.
+
+        Raises:
+            TypeError: an option this analyzer does not take, or a missing/None model.
+            ValueError: an invalid setting, or a layer the rule cannot handle.
+        """
+        accepted = type(self)._options()
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} takes no argument {', '.join(unknown)}; it takes: {', '.join(type(self).settings())}"
+            )
+        options = {**accepted, **options}
         self.model = model
-        self.seed = check_seed(seed)
-        self.output = output
-        self.compute_dtype = check_compute_dtype(compute_dtype)
-        self.jit_compile = bool(jit_compile)
-        self.strategy = check_strategy(strategy)
+        self.seed = check_seed(options.get("seed"))
+        self.output = options["output"]
+        self.compute_dtype = check_compute_dtype(options["compute_dtype"])
+        self.jit_compile = bool(options["jit_compile"])
+        self.strategy = check_strategy(options["strategy"])
         check_jit_compile(self.strategy, model, self.jit_compile)
-        self._spec = ModelSpec(model, output)
+        self._spec = ModelSpec(model, self.output)
         self._spec_rule = None
         self._warn_if_softmax()
-        self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.start = start
-        self.rule_name = rule
-        self.needs_patterns = rule_class(rule).needs_patterns
+        self.batch_size = check_positive_int(options["batch_size"], "batch_size")
+        self.rule_name = self.fixed_rule or options.get("rule", "gradient")
+        self.needs_patterns = rule_class(self.rule_name).needs_patterns
+        patterns = options.get("patterns")
         if patterns is not None and not isinstance(patterns, Patterns):
             patterns = Patterns(patterns)
         self.patterns = patterns
@@ -84,6 +110,42 @@ class Analyzer:
         self._engine = None
         if patterns is not None or not self.needs_patterns:
             self._get_rule()  # unsupported layers and bad patterns fail here, not at analyze
+
+    @classmethod
+    def _options(cls):
+        """{option: default} of the shared options this class takes (see `__init__`)."""
+        options = {}
+        if cls.fixed_rule is None:
+            options["rule"] = "gradient"
+        if cls.fixed_rule is None or rule_class(cls.fixed_rule).needs_patterns:
+            options["patterns"] = None
+        if cls.random:
+            options["seed"] = None
+        options.update(batch_size=64, output=None, compute_dtype=None, jit_compile=False, strategy=None)
+        return options
+
+    @classmethod
+    def settings(cls):
+        """{keyword: default} of every setting the class's constructor takes (its own, then the shared options)."""
+        own = {}
+        for klass in cls.__mro__:
+            if klass is Analyzer:
+                break
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            parameters = inspect.signature(init).parameters.values()
+            for p in parameters:
+                if p.name not in ("self", "model") and p.kind is not inspect.Parameter.VAR_KEYWORD:
+                    own.setdefault(p.name, p.default)
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+                break
+        return {**own, **cls._options()}
+
+    @classmethod
+    def rule_needs_patterns(cls, rule=None):
+        """Whether the class's backward rule (its `fixed_rule`, else `rule`, default 'gradient') needs patterns."""
+        return rule_class(cls.fixed_rule or rule or "gradient").needs_patterns
 
     def fit(self, data, kind="relu", batch_size=None, verbose=True):
         """Fits patterns on `data` for pattern rules (Eq. 2); other analyzers have nothing to fit."""
@@ -186,6 +248,14 @@ class Analyzer:
         for name in self._state_arguments:
             if name in config:
                 config[name] = getattr(self, name)
+        if not isinstance(config.get("rule", ""), str):
+            name = rule_name(config["rule"])
+            if name is None:
+                raise ValueError(
+                    f"rule {config['rule'].__name__} is not known by name, so it cannot be saved; register it "
+                    f"first: pgig_tf.core.rules.RULES['my_rule'] = {config['rule'].__name__}"
+                )
+            config["rule"] = name
         return config
 
     def save(self, path):
@@ -234,7 +304,7 @@ def _bound_arguments(cls, args, kwargs):
     except TypeError:
         return None  # __init__ raises the same error; copy and pickle call __new__ without arguments
     bound.apply_defaults()
-    arguments = {}
+    arguments = cls.settings()
     for name, value in list(bound.arguments.items())[1:]:
         kind = signature.parameters[name].kind
         if kind is inspect.Parameter.VAR_KEYWORD:

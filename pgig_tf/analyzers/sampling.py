@@ -17,13 +17,11 @@ from pgig_tf.analyzers.base import Analyzer
 
 
 class _SamplingAnalyzer(Analyzer):
-    """Shared settings: `samples` draws per input, `noise_scale`, any backward `rule`."""
+    """Shared settings: `samples` draws per input, `noise_scale`, any backward `rule`, a `seed`."""
 
-    def __init__(self, model, *, samples, noise_scale=0.15, rule="gradient", patterns=None, seed=None,
-                 batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False, strategy=None):
-        super().__init__(model, rule=rule, patterns=patterns, seed=seed, batch_size=batch_size, output=output,
-                         compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
+    random = True
+
+    def _set_sampling(self, samples, noise_scale):
         self.samples = check_positive_int(samples, "samples")
         self.noise_scale = check_noise_scale(noise_scale)
 
@@ -34,12 +32,9 @@ class SmoothGradAnalyzer(_SamplingAnalyzer):
     statistic = A.MEAN
     expects_logits = True
 
-    def __init__(self, model, *, samples=25, noise_scale=0.15, rule="gradient", patterns=None, seed=None,
-                 batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False, strategy=None):
-        super().__init__(model, samples=samples, noise_scale=noise_scale, rule=rule, patterns=patterns,
-                         seed=seed, batch_size=batch_size, output=output,
-                         compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
+    def __init__(self, model, *, samples=25, noise_scale=0.15, **options):
+        super().__init__(model, **options)
+        self._set_sampling(samples, noise_scale)
 
     def _make_aggregator(self):
         return A.GaussianNoise(self.samples, self.noise_scale, self.statistic)
@@ -60,12 +55,9 @@ class VarGradAnalyzer(SmoothGradAnalyzer):
 class SmoothGradIGAnalyzer(_SamplingAnalyzer):
     """SmoothGrad-IG (App. A.3): IG's path mean averaged over noisy inputs, times (x - baseline)."""
 
-    def __init__(self, model, *, steps=25, samples=25, noise_scale=0.15, baseline=0.0, rule="gradient",
-                 patterns=None, seed=None, batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False, strategy=None):
-        super().__init__(model, samples=samples, noise_scale=noise_scale, rule=rule, patterns=patterns,
-                         seed=seed, batch_size=batch_size, output=output,
-                         compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
+    def __init__(self, model, *, steps=25, samples=25, noise_scale=0.15, baseline=0.0, **options):
+        super().__init__(model, **options)
+        self._set_sampling(samples, noise_scale)
         self.steps = check_positive_int(steps, "steps")
         self.baseline = self._spec.baseline(baseline)
 
@@ -76,11 +68,9 @@ class SmoothGradIGAnalyzer(_SamplingAnalyzer):
 class NoiseBaselineIGAnalyzer(_SamplingAnalyzer):
     """IG with uniform-noise baselines (SmoothTaylor paper Eq. 3): mean of `samples` IG maps, baselines U[min x, max x]."""
 
-    def __init__(self, model, *, steps=50, samples=10, rule="gradient", patterns=None, seed=None, batch_size=64,
-                 output=None, compute_dtype=None, jit_compile=False, strategy=None):
-        super().__init__(model, samples=samples, noise_scale=0.0, rule=rule, patterns=patterns, seed=seed,
-                         batch_size=batch_size, output=output, compute_dtype=compute_dtype,
-                         jit_compile=jit_compile, strategy=strategy)
+    def __init__(self, model, *, steps=50, samples=10, **options):
+        super().__init__(model, **options)
+        self._set_sampling(samples, 0.0)
         self.steps = check_positive_int(steps, "steps")
 
     def _make_aggregator(self):
@@ -95,13 +85,11 @@ class ExpectedGradientsAnalyzer(_SamplingAnalyzer):
     """
 
     _state_arguments = _SamplingAnalyzer._state_arguments + ("baselines",)  # the background kept by fit()
+    uses_background = True
 
-    def __init__(self, model, *, samples=49, baselines=None, max_background=1000, rule="gradient", patterns=None,
-                 seed=None, batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False, strategy=None):
-        super().__init__(model, samples=samples, noise_scale=0.0, rule=rule, patterns=patterns, seed=seed,
-                         batch_size=batch_size, output=output, compute_dtype=compute_dtype,
-                         jit_compile=jit_compile, strategy=strategy)
+    def __init__(self, model, *, samples=49, baselines=None, max_background=1000, **options):
+        super().__init__(model, **options)
+        self._set_sampling(samples, 0.0)
         self.max_background = check_positive_int(max_background, "max_background")
         self.baselines = None
         self._background = None
@@ -151,13 +139,10 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
     """
 
     def __init__(self, model, *, samples=150, noise_scale=0.5, candidates=(0.1, 0.3, 0.5, 0.7, 0.9),
-                 criterion="aupc", patch_size=9, num_steps=100, rule="gradient", patterns=None, seed=None,
-                 batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False, strategy=None):
+                 criterion="aupc", patch_size=9, num_steps=100, **options):
         self.adaptive = isinstance(noise_scale, str) and noise_scale == "adaptive"
-        super().__init__(model, samples=samples, noise_scale=0.0 if self.adaptive else noise_scale, rule=rule,
-                         patterns=patterns, seed=seed, batch_size=batch_size, output=output,
-                         compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
+        super().__init__(model, **options)
+        self._set_sampling(samples, 0.0 if self.adaptive else noise_scale)
         if self.adaptive and not (self._spec.simple and len(self._spec.output_names) == 1):
             raise ValueError(
                 "noise_scale='adaptive' scores candidate maps as images; it needs a single-input, single-output "
@@ -208,10 +193,8 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
 class RandomAnalyzer(Analyzer):
     """The degradation benchmark's control: attributions drawn uniformly from [0, 1), independent of the model."""
 
-    def __init__(self, model, *, seed=None, batch_size=64, output=None,
-                 compute_dtype=None, jit_compile=False, strategy=None):
-        super().__init__(model, seed=seed, batch_size=batch_size, output=output,
-                         compute_dtype=compute_dtype, jit_compile=jit_compile, strategy=strategy)
+    fixed_rule = "gradient"
+    random = True
 
     def analyze(self, x, neuron_selection="max_activation"):
         batch = self._spec.check(x, embed=False)

@@ -97,21 +97,14 @@ def method_settings(name):
 
 def build_analyzers(model, methods, patterns, background, batch_size, seed, settings=method_settings, strategy=None):
     """name -> analyzer for `methods`, with `settings(name)`, patterns, background and seed where they apply."""
-    from pgig_tf.analyzers import ANALYZERS, PATTERN_ANALYZERS, analyzer_settings, create_analyzer
+    from pgig_tf.analyzers import ANALYZERS, build_analyzer
 
     analyzers = {}
     for name in methods:
         if name not in ANALYZERS:
             raise SystemExit(f"unknown method {name!r}; choose from {', '.join(ANALYZERS)}")
-        kwargs = dict(settings(name), batch_size=batch_size, strategy=strategy)
-        if name in PATTERN_ANALYZERS:
-            kwargs["patterns"] = patterns
-        if "seed" in analyzer_settings(name):
-            kwargs["seed"] = seed
-        analyzer = create_analyzer(name, model, **kwargs)
-        if name == "expected_gradients":
-            analyzer.set_background(background)
-        analyzers[name] = analyzer
+        analyzers[name] = build_analyzer(name, model, patterns=patterns, background=background, seed=seed,
+                                         batch_size=batch_size, strategy=strategy, **settings(name))
     return analyzers
 
 

@@ -52,7 +52,7 @@ def row_titles(paths, outputs, explained=None):
 
 
 def main(argv=None):
-    from pgig_tf.analyzers import ANALYZERS, PATTERN_ANALYZERS
+    from pgig_tf.analyzers import ANALYZERS, analyzer_class
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="a Keras model file (.keras or .h5)")
@@ -84,11 +84,11 @@ def main(argv=None):
         if name not in ANALYZERS:
             raise SystemExit(f"unknown method {name!r}; choose from {', '.join(ANALYZERS)}")
         kwargs = {}
-        if name in PATTERN_ANALYZERS:
+        if analyzer_class(name).rule_needs_patterns():
             if patterns is None:
                 raise SystemExit(f"{name} needs --patterns (fit them with scripts/fit_patterns.py)")
             kwargs["patterns"] = patterns
-        if name == "expected_gradients":
+        if analyzer_class(name).uses_background:
             if not args.background:
                 raise SystemExit("expected_gradients needs --background (a .npy of preprocessed inputs)")
             kwargs["baselines"] = np.load(args.background)

@@ -37,27 +37,30 @@ class LayerwiseRule(Rule):
     Its layer support (and `check_model`) is shared by all non-plain rules and by pattern
     fitting. Per layer (see `treatment`): kernel layers are split into linear part, bias and
     activation; ReLU/ReLU6 gates go through `_gate`; BatchNormalization/Rescaling/Normalization through
-    `_scale`; pass-through layers and `register_rule(..., "linear")` layers keep their
+    `_scale`; pass-through layers and `register_layer(..., "linear")` layers keep their
     ordinary gradient; a registered function replaces the layer's call.
     """
 
     name = "layerwise"
-    subject = None  # how errors name the rule; None: "the '<name>' rule"
 
     def forward(self, model, x):
         return run_graph(model, x, self.substitute)
 
     @classmethod
-    def treatment(cls, layer):
-        """How this rule passes `layer`: a kind of `pgig_tf.layers` or a registered treatment; raises if none."""
+    def treatment(cls, layer, subject=None):
+        """How this rule passes `layer`: a kind of `model.layer_kinds` or a registered treatment; raises if none.
+
+        `subject` names the rule in errors (default: "the '<name>' rule").
+        """
+        subject = subject or f"the {cls.name!r} rule"
         registered, registered_position = registered_treatment(layer)
         kind, builtin_position = L.builtin_kind(layer)
         if registered is not None and (builtin_position is None or registered_position <= builtin_position):
             return registered
         if kind == L.SEPARABLE and cls.needs_patterns:
-            raise _no_pattern_for_separable(layer, cls.subject or f"the {cls.name!r} rule")
+            raise _no_pattern_for_separable(layer, subject)
         if kind is None:
-            raise _unsupported(layer, cls.subject or f"the {cls.name!r} rule")
+            raise _unsupported(layer, subject)
         return kind
 
     def substitute(self, layer):
@@ -270,6 +273,8 @@ class PatternNetRule(_PatternRule):
         return tf.math.divide_no_nan(tf.ones_like(scale), scale)  # p = 1/s
 
 
+# Rules by name: what `rule="..."` means. A new rule is a `Rule` subclass, passed as `rule=MyRule`,
+# or added here (`RULES["my_rule"] = MyRule`) to be known by name (create_analyzer, CLIs, save/load).
 RULES = {
     "gradient": Rule,
     "guided_backprop": GuidedBackpropRule,
@@ -278,31 +283,41 @@ RULES = {
 }
 
 
-def rule_class(name):
-    """The rule class called `name`, or a ValueError listing the valid names."""
-    if name not in RULES:
-        raise ValueError(f"rule must be one of {sorted(RULES)}, got {name!r}")
-    return RULES[name]
+def rule_class(rule):
+    """The rule class for `rule`: a name in `RULES` or a `Rule` subclass; ValueError listing the names otherwise."""
+    if isinstance(rule, type) and issubclass(rule, Rule):
+        return rule
+    if isinstance(rule, str) and rule in RULES:
+        return RULES[rule]
+    raise ValueError(f"rule must be one of {sorted(RULES)} or a pgig_tf.core.rules.Rule subclass, got {rule!r}")
 
 
-def make_rule(name, patterns=None):
-    """The rule called `name`; pattern rules need `patterns`."""
-    cls = rule_class(name)
+def rule_name(rule):
+    """The name under which `rule` (a name or a Rule subclass) is known in `RULES`, or None if it is not."""
+    cls = rule_class(rule)
+    return next((name for name, known in RULES.items() if known is cls), None)
+
+
+def make_rule(rule, patterns=None):
+    """An instance of `rule` (a name or a Rule subclass); pattern rules need `patterns`."""
+    cls = rule_class(rule)
     if cls.needs_patterns:
         if patterns is None:
             raise ValueError(
-                f"rule {name!r} needs patterns: pass patterns=... or call analyzer.fit(data) first"
+                f"rule {cls.name!r} needs patterns: pass patterns=... or call analyzer.fit(data) first"
             )
         return cls(patterns)
     return cls()
 
 
-class PatternLayerSupport(LayerwiseRule):
-    """The pattern rules' layer support without patterns: `check_model` before fitting them."""
+def check_pattern_support(model, exempt=()):
+    """Raises ValueError, naming the layer, if the pattern rules or pattern fitting cannot handle some layer of `model`."""
+    for operation in leaf_operations(model):
+        if id(operation) not in exempt:
+            _PatternRule.treatment(operation, subject=PATTERN_SUBJECT)
 
-    name = "pattern_attribution"
-    subject = "the pattern rules ('pattern_attribution', 'pattern_net') or pattern fitting"
-    needs_patterns = True
+
+PATTERN_SUBJECT = "the pattern rules ('pattern_attribution', 'pattern_net') or pattern fitting"
 
 
 def _class_path(layer):
@@ -324,9 +339,9 @@ def _unsupported(layer, subject):
     return ValueError(
         f"Layer {L.describe(layer)} is not supported by {subject}: {why}. "
         f"If it is linear, or should pass its ordinary gradient under this rule, register it "
-        f"before creating the analyzer: pgig_tf.register_rule({_class_path(layer)}, \"linear\"); for full "
+        f"before creating the analyzer: pgig_tf.register_layer({_class_path(layer)}, \"linear\"); for full "
         f"control register a function fn(layer, inputs, rule_name) -> outputs "
-        f"(see help(pgig_tf.register_rule)). Supported without registering: Dense, Conv1D/2D/3D, "
+        f"(see help(pgig_tf.register_layer)). Supported without registering: Dense, Conv1D/2D/3D, "
         "DepthwiseConv1D/2D, ReLU/ReLU6/Activation, BatchNormalization, Rescaling, Normalization, pooling, "
         "Add/Subtract/Average/Concatenate/Maximum/Minimum, Flatten, Reshape, Permute, Dropout, "
         "ZeroPadding, Cropping, UpSampling, Softmax, nested Sequential/Functional models. The "

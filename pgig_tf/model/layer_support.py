@@ -1,6 +1,7 @@
-"""`register_rule`: telling the backward rules how a layer class they do not know behaves."""
+"""`register_layer`: telling the backward rules and pattern fitting how a layer class they do not know behaves."""
 
 import inspect
+import warnings
 
 LINEAR = "linear"
 TREATMENTS = (LINEAR,)
@@ -8,7 +9,7 @@ TREATMENTS = (LINEAR,)
 _REGISTERED = {}  # layer class -> "linear" or a callable fn(layer, inputs, rule_name)
 
 
-def register_rule(layer_class, treatment):
+def register_layer(layer_class: type, treatment) -> None:
     """Tells the non-plain rules (guided and pattern rules, pattern fitting) how `layer_class` behaves.
 
     `treatment` is one of:
@@ -30,7 +31,7 @@ def register_rule(layer_class, treatment):
     in this process only.
     Example::
 
-        pgig_tf.register_rule(MyScale, "linear")
+        pgig_tf.register_layer(MyScale, "linear")
 
         def identity_under_pattern_attribution(layer, inputs, rule_name):
             if rule_name != "pattern_attribution":
@@ -42,9 +43,13 @@ def register_rule(layer_class, treatment):
 
             return call(inputs)
 
-        pgig_tf.register_rule(MyScale, identity_under_pattern_attribution)
+        pgig_tf.register_layer(MyScale, identity_under_pattern_attribution)
 
-    `unregister_rule(layer_class)` removes a registration.
+    `unregister_layer(layer_class)` removes a registration.
+
+    Raises:
+        TypeError: `layer_class` is not a class.
+        ValueError: `treatment` is neither "linear" nor callable.
     """
     if not inspect.isclass(layer_class):
         raise TypeError(f"layer_class must be a class (a Keras layer type), got {layer_class!r}")
@@ -55,9 +60,22 @@ def register_rule(layer_class, treatment):
     _REGISTERED[layer_class] = treatment
 
 
-def unregister_rule(layer_class):
-    """Removes the registration of `layer_class` (a KeyError-free no-op if there is none)."""
+def unregister_layer(layer_class: type) -> None:
+    """Removes the registration of `layer_class` (a no-op if there is none)."""
     _REGISTERED.pop(layer_class, None)
+
+
+def register_rule(layer_class, treatment):
+    """Deprecated name of `register_layer` (it registers a layer treatment, not a rule)."""
+    warnings.warn("pgig_tf.register_rule is deprecated; use pgig_tf.register_layer", DeprecationWarning, stacklevel=2)
+    register_layer(layer_class, treatment)
+
+
+def unregister_rule(layer_class):
+    """Deprecated name of `unregister_layer`."""
+    warnings.warn("pgig_tf.unregister_rule is deprecated; use pgig_tf.unregister_layer", DeprecationWarning,
+                  stacklevel=2)
+    unregister_layer(layer_class)
 
 
 def registered_treatment(layer):

@@ -12,7 +12,7 @@ from pgig_tf.model.distribute import check_strategy, replica_sums, run_sharded
 from pgig_tf.model.graph import consumers, leaf_layers, run_graph
 from pgig_tf.model.spec import ModelSpec
 from pgig_tf.patterns.patterns import Patterns
-from pgig_tf.core.rules import PatternLayerSupport
+from pgig_tf.core.rules import check_pattern_support
 from pgig_tf.validation import check_positive_int
 
 KINDS = ("relu", "linear")
@@ -182,7 +182,7 @@ def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoi
     with replica_sums(strategy):
         statistics = {layer.name: _LayerStatistics(layer, gates.get(layer.name)) for layer in kernel_layers}
 
-    spec.check_rule(PatternLayerSupport())  # the same layer support as the pattern rules
+    check_pattern_support(model, exempt=spec.embedding_ids)  # the same layer support as the pattern rules
 
     def substitute(layer):
         if layer.name in statistics and statistics[layer.name].layer is layer:

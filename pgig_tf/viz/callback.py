@@ -7,10 +7,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pgig_tf.analyzers import ANALYZERS, PATTERN_ANALYZERS, analyzer_settings, create_analyzer
+from pgig_tf.analyzers import ANALYZERS, analyzer_class, create_analyzer
 from pgig_tf.patterns.fitting import KINDS, fit_patterns
 from pgig_tf.viz.plots import check_percentile, heatmap_rgb, image_grid, image_rgb, overlay, to_uint8
-from pgig_tf.core.rules import rule_class
 from pgig_tf.validation import check_positive_int, check_seed
 
 STYLES = ("heatmap", "overlay")
@@ -69,7 +68,7 @@ class AttributionCallback(keras.callbacks.Callback):
         self.percentile = check_percentile(percentile)
         self.at_start = bool(at_start)
         needing = [name for name, kwargs in self.methods.items() if _needs_patterns(name, kwargs)
-                   or (name == "expected_gradients" and kwargs.get("baselines") is None)]
+                   or (analyzer_class(name).uses_background and kwargs.get("baselines") is None)]
         if needing and fit_data is None:
             raise ValueError(
                 f"methods {needing} need fit_data (patterns are refitted on it at every log; Expected Gradients "
@@ -156,14 +155,14 @@ class AttributionCallback(keras.callbacks.Callback):
         analyzers = {}
         for name, settings in self.methods.items():
             kwargs = dict(settings)
-            if "seed" in analyzer_settings(name):
+            if analyzer_class(name).random:
                 kwargs.setdefault("seed", self.seed)
             if _needs_patterns(name, settings) and "patterns" not in settings:
                 if patterns is None:
                     patterns = fit_patterns(model, self.fit_data, kind=self.pattern_kind, verbose=False)
                 kwargs["patterns"] = patterns
             analyzer = create_analyzer(name, model, **kwargs)
-            if name == "expected_gradients" and analyzer.baselines is None:
+            if analyzer.uses_background and analyzer.baselines is None:
                 analyzer.fit(self.fit_data, kind=self.pattern_kind, verbose=False)
             analyzers[name] = analyzer
         self._analyzers, self._analyzers_model = analyzers, model
@@ -209,7 +208,4 @@ def _method_settings(methods):
 
 def _needs_patterns(name, settings):
     """Whether the method's rule is a pattern rule (its own default or its `rule=` setting)."""
-    default_rule = analyzer_settings(name).get("rule")
-    if default_rule is None:
-        return name in PATTERN_ANALYZERS
-    return rule_class(settings.get("rule", default_rule)).needs_patterns
+    return analyzer_class(name).rule_needs_patterns(settings.get("rule"))

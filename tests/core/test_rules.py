@@ -95,7 +95,7 @@ def test_unsupported_layer_names_the_layer_and_class():
 def test_pattern_fitting_rejects_an_unknown_layer_and_says_how_to_register_it():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d"),
                               Scale(name="sc"), keras.layers.Dense(2, name="o")])
-    with pytest.raises(ValueError, match=r"'sc' \(Scale\).*pattern fitting.*pgig_tf\.register_rule\(Scale, \"linear\"\)"):
+    with pytest.raises(ValueError, match=r"'sc' \(Scale\).*pattern fitting.*pgig_tf\.register_layer\(Scale, \"linear\"\)"):
         create_analyzer("pgig", model).fit(np.ones((4, 4), np.float32), verbose=False)
 
 

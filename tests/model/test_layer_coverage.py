@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import set_random_weights
-from pgig_tf import Patterns, create_analyzer, fit_patterns, register_rule, unregister_rule
+import pgig_tf
+from pgig_tf import Patterns, create_analyzer, fit_patterns, register_layer, unregister_layer
 from pgig_tf.model.graph import leaf_layers
 from pgig_tf.patterns.fitting import relu_gates
 from pgig_tf.core.rules import make_rule
@@ -438,11 +439,11 @@ def test_registering_batchnorm_as_linear_passes_it_with_its_gradient():
     gradient = tape_gradient(model, x, 0)
     default = create_analyzer("pattern_attribution", model, patterns=ones).analyze(x, 0)
     assert not np.allclose(default, value * gradient, rtol=1e-2)
-    register_rule(keras.layers.BatchNormalization, "linear")
+    register_layer(keras.layers.BatchNormalization, "linear")
     try:
         linear = create_analyzer("pattern_attribution", model, patterns=ones).analyze(x, 0)
     finally:
-        unregister_rule(keras.layers.BatchNormalization)
+        unregister_layer(keras.layers.BatchNormalization)
     np.testing.assert_allclose(linear, value * gradient, rtol=1e-4, atol=1e-6 * np.abs(gradient).max())
 
 
@@ -720,7 +721,7 @@ def test_keras_file_round_trip_gives_identical_patterns_and_maps(tmp_path):
     np.testing.assert_array_equal(create_analyzer("pgig", loaded, patterns=patterns, steps=3).analyze(x, 0), before)
 
 
-# --- layers the rules do not know: register_rule ------------------------------------------------
+# --- layers the rules do not know: register_layer ------------------------------------------------
 
 
 @keras.saving.register_keras_serializable(package="pgig_tf_tests")
@@ -761,7 +762,7 @@ def test_unknown_layer_works_with_the_plain_gradient_and_fails_clearly_elsewhere
     model = custom_model(Double(name="dbl"))
     x = np.random.default_rng(13).normal(0, 1, (3, 4)).astype(np.float32)
     np.testing.assert_allclose(create_analyzer("gradient", model).analyze(x, 1), tape_gradient(model, x, 1), rtol=1e-6)
-    message = r"Layer 'dbl' \(Double\) is not supported by the '{}' rule: no rule knows the class Double.*pgig_tf\.register_rule\(Double, \"linear\"\)"
+    message = r"Layer 'dbl' \(Double\) is not supported by the '{}' rule: no rule knows the class Double.*pgig_tf\.register_layer\(Double, \"linear\"\)"
     with pytest.raises(ValueError, match=message.format("guided_backprop")):
         create_analyzer("guided_backprop", model)
     with pytest.raises(ValueError, match=message.format("pattern_attribution")):
@@ -778,7 +779,7 @@ def test_register_rule_linear_passes_the_layer_with_its_gradient():
     x = np.random.default_rng(14).normal(0, 1, (3, 4)).astype(np.float32)
     np.testing.assert_allclose(model(x).numpy(), equivalent(x).numpy(), rtol=1e-6)
     patterns = fit_patterns(equivalent, np.random.default_rng(15).normal(0, 1, (50, 4)).astype(np.float32), verbose=False)
-    register_rule(Double, "linear")
+    register_layer(Double, "linear")
     try:
         for rule in ("guided_backprop", "pattern_attribution", "pattern_net"):
             expected = rule_gradient(equivalent, rule, x, 1, patterns)
@@ -791,7 +792,7 @@ def test_register_rule_linear_passes_the_layer_with_its_gradient():
                                    rtol=1e-5, atol=1e-6)
         assert fit_patterns(model, x, verbose=False).keys() == {"d1", "out"}
     finally:
-        unregister_rule(Double)
+        unregister_layer(Double)
     with pytest.raises(ValueError, match="Double"):
         create_analyzer("guided_backprop", model)  # unregistered again
 
@@ -819,7 +820,7 @@ def test_register_rule_with_a_function():
     without = custom_model(None, with_custom=False)
     x = np.random.default_rng(16).normal(0, 1, (3, 4)).astype(np.float32)
     patterns = fit_patterns(without, np.random.default_rng(17).normal(0, 1, (50, 4)).astype(np.float32), verbose=False)
-    register_rule(ChannelScale, identity_under_pattern_attribution)
+    register_layer(ChannelScale, identity_under_pattern_attribution)
     try:
         ours = create_analyzer("integrated_gradients", model, rule="pattern_attribution", patterns=patterns, steps=5).analyze(x, 0)
         expected = create_analyzer("integrated_gradients", without, rule="pattern_attribution", patterns=patterns, steps=5).analyze(x, 0)
@@ -828,7 +829,7 @@ def test_register_rule_with_a_function():
         guided = create_analyzer("guided_backprop", model).analyze(x, 0)
         np.testing.assert_allclose(guided, tape_gradient(reference_model(model, guided=True), x, 0), rtol=1e-5, atol=1e-6)
     finally:
-        unregister_rule(ChannelScale)
+        unregister_layer(ChannelScale)
 
 
 class OverriddenDense(keras.layers.Dense):
@@ -845,19 +846,19 @@ def test_a_subclass_overriding_call_is_not_taken_for_the_builtin_layer():
     leaky = keras.Sequential([keras.Input((3,)), keras.layers.ReLU(negative_slope=0.1, name="leaky")])
     with pytest.raises(ValueError, match=r"'leaky' \(ReLU\).*a ReLU with a threshold or a negative slope"):
         create_analyzer("guided_backprop", leaky)
-    register_rule(OverriddenDense, "linear")
+    register_layer(OverriddenDense, "linear")
     try:
         x = np.ones((1, 3), np.float32)
         np.testing.assert_allclose(create_analyzer("guided_backprop", model).analyze(x, 0), tape_gradient(model, x, 0))
     finally:
-        unregister_rule(OverriddenDense)
+        unregister_layer(OverriddenDense)
 
 
 def test_register_rule_checks_its_arguments():
     with pytest.raises(TypeError, match="layer_class must be a class"):
-        register_rule(Double(), "linear")
+        register_layer(Double(), "linear")
     with pytest.raises(ValueError, match=r"treatment must be one of \('linear',\) or a function"):
-        register_rule(Double, "relu")
+        register_layer(Double, "relu")
 
 
 # --- keras.ops in a functional graph, separable and causal convolutions -------------------------
@@ -887,7 +888,7 @@ def test_keras_ops_in_a_functional_graph():
     np.testing.assert_allclose(tape_gradient(lambda v: guided.forward(model, v), x, 1), tape_gradient(guided_by_hand, x, 1),
                                rtol=1e-5, atol=1e-6)
     squared = keras.Model(inputs, keras.ops.multiply(inputs, inputs))
-    with pytest.raises(ValueError, match=r"\(Multiply\).*register_rule\(keras\.src\.ops\.numpy\.Multiply, \"linear\"\)"):
+    with pytest.raises(ValueError, match=r"\(Multiply\).*register_layer\(keras\.src\.ops\.numpy\.Multiply, \"linear\"\)"):
         create_analyzer("guided_backprop", squared)
 
 
@@ -921,3 +922,20 @@ def test_causal_conv1d_forward_is_unchanged_and_its_patterns_fit():
     for rule in RULES:
         out = make_rule(rule, patterns=patterns).forward(model, tf.constant(x)).numpy()
         np.testing.assert_array_equal(out, model(x).numpy(), err_msg=rule)
+
+
+def test_register_rule_is_a_deprecated_alias_of_register_layer():
+    from pgig_tf.model.layer_support import registered_treatment
+
+    class Tripled(keras.layers.Layer):
+        def call(self, x):
+            return 3.0 * x
+
+    with pytest.warns(DeprecationWarning, match="register_layer"):
+        pgig_tf.register_rule(Tripled, "linear")
+    try:
+        assert registered_treatment(Tripled())[0] == "linear"
+    finally:
+        with pytest.warns(DeprecationWarning, match="unregister_layer"):
+            pgig_tf.unregister_rule(Tripled)
+    assert registered_treatment(Tripled()) == (None, None)

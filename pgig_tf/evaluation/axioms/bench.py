@@ -4,7 +4,7 @@ import inspect
 
 import numpy as np
 
-from pgig_tf.analyzers import PATTERN_ANALYZERS, analyzer_settings, create_analyzer
+from pgig_tf.analyzers import analyzer_class, analyzer_settings, build_analyzer
 from pgig_tf.patterns.fitting import fit_patterns
 from pgig_tf.evaluation.axioms import networks as N
 
@@ -59,13 +59,8 @@ class AxiomBench:
         `budget` overrides settings (steps, samples); `background` is Expected Gradients'
         baseline set (default: the bench's); pattern analyzers fit on `pattern_data`.
         """
-        settings = {"batch_size": self.batch_size}
-        if "seed" in analyzer_settings(name):
-            settings["seed"] = self.seed
-        if name in PATTERN_ANALYZERS:
-            settings["patterns"] = self.patterns(model, pattern_data, data_key)
-        if name == "expected_gradients":
-            settings["baselines"] = self.background if background is None else background
-        settings.update(budget or {})
-        analyzer = create_analyzer(name, model, **settings)
+        patterns = self.patterns(model, pattern_data, data_key) if analyzer_class(name).rule_needs_patterns() else None
+        settings = {"batch_size": self.batch_size, **(budget or {})}
+        analyzer = build_analyzer(name, model, patterns=patterns, seed=self.seed,
+                                  background=self.background if background is None else background, **settings)
         return analyzer.analyze(np.asarray(x, np.float32), neuron_selection=0).astype(np.float64)

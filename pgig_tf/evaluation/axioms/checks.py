@@ -7,7 +7,7 @@ per-case `details`.
 
 import numpy as np
 
-from pgig_tf.analyzers import PATTERN_ANALYZERS
+from pgig_tf.analyzers import analyzer_class
 from pgig_tf.evaluation.axioms import criteria as C
 from pgig_tf.evaluation.axioms import networks as N
 from pgig_tf.evaluation.axioms.bench import AxiomBench, default_setting
@@ -110,7 +110,7 @@ def completeness_reference(bench, name, spec, x):
     expectations by Monte Carlo (MONTE_CARLO_DRAWS per input, error ~ 1e-3 of f's spread).
     """
     fx = _output(spec, x)
-    if name == "expected_gradients":
+    if analyzer_class(name).uses_background:
         return fx - np.mean(_output(spec, bench.background)), "f(x) − mean f(background)"
     rng = np.random.default_rng([bench.seed, 20])
     low, high = x.min(axis=1), x.max(axis=1)
@@ -305,7 +305,7 @@ def symmetry(bench, name, large_budgets=None):
     budgets = [None] + ([large_budgets[name]] if name in large_budgets else [])
     errors = {budget_label(b): error(budget=b) for b in budgets}
     details = {"errors_by_budget": errors}
-    if name in PATTERN_ANALYZERS or name == "expected_gradients":
+    if analyzer_class(name).rule_needs_patterns() or analyzer_class(name).uses_background:  # fitted on data
         exchangeable = np.concatenate([bench.data, _swap_pair(bench.data)])
         background = np.concatenate([bench.background, _swap_pair(bench.background)])
         details["exchangeable_data_value"] = error(budget=budgets[-1], pattern_data=exchangeable,
