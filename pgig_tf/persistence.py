@@ -23,6 +23,7 @@ import zipfile
 
 import numpy as np
 
+from pgig_tf.files import atomic_write
 from pgig_tf.patterns.patterns import Patterns
 
 FORMAT = "pgig_tf.analyzer"
@@ -56,7 +57,7 @@ def save_analyzer(analyzer, path):
         "settings": settings,
     }
     path = os.fspath(path)
-    with open(path, "wb") as file:  # a file object: np.savez would otherwise append ".npz"
+    with atomic_write(path, "wb") as file:  # a file object: np.savez would otherwise append ".npz"
         np.savez(file, **arrays, **{HEADER_KEY: np.array(json.dumps(header))})
     return path
 

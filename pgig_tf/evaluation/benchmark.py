@@ -15,6 +15,7 @@ import numpy as np
 
 from pgig_tf.evaluation.degradation import aupc
 from pgig_tf.evaluation.smoothness import autvc
+from pgig_tf.files import atomic_write
 
 # The paper's ten methods (§5) in its order, then SmoothTaylor (seed 002) and the random control.
 PAPER_METHODS = (
@@ -109,10 +110,8 @@ def load_state(path, fingerprint):
 
 def save_state(path, state):
     data = dict(state, totals={name: t.to_json() for name, t in state["totals"].items()})
-    temporary = path + ".tmp"
-    with open(temporary, "w") as handle:
+    with atomic_write(path) as handle:  # a kill mid-write never leaves a broken checkpoint
         json.dump(data, handle)
-    os.replace(temporary, path)  # a kill mid-write never leaves a broken checkpoint
 
 
 def run_benchmark(analyzers, degrader, batches, num_batches, checkpoint, fingerprint, smoothness_scales=None,

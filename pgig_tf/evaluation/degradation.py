@@ -6,10 +6,10 @@ top-k patches are replaced (k = 0..K). All K+1 copies of every image are built o
 and evaluated in chunks of `batch_size` inside one compiled function.
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from pgig_tf.model.spec import ModelSpec
 from pgig_tf.validation import check_inputs, check_positive_int, model_io
 
 REPLACEMENTS = ("patch_mean", "image_mean")
@@ -53,11 +53,8 @@ def aupc(curves):
 
 
 def ends_in_softmax(model):
-    """True if the model's last layer is a softmax (layer, fused activation or Activation('softmax'))."""
-    last = model.layers[-1]
-    if isinstance(last, keras.layers.Softmax):
-        return True
-    return getattr(last, "activation", None) is keras.activations.softmax
+    """True if the model's output is computed by a softmax (layer, fused activation or Activation('softmax'))."""
+    return ModelSpec(model).softmax_layer() is not None
 
 
 class Degrader:

@@ -13,6 +13,7 @@ from pgig_tf.model.graph import consumers, leaf_layers, run_graph
 from pgig_tf.model.spec import ModelSpec
 from pgig_tf.patterns.patterns import Patterns
 from pgig_tf.core.rules import check_pattern_support
+from pgig_tf.files import atomic_write
 from pgig_tf.validation import check_positive_int
 
 KINDS = ("relu", "linear")
@@ -223,9 +224,8 @@ def _save(path, statistics, kind, batches_done, num_samples):
     arrays = {f"{name}/{field}": getattr(stats, field).numpy() for name, stats in statistics.items() for field in _SUMS}
     arrays["__progress__"] = np.array([batches_done, num_samples], np.int64)
     arrays["__kind__"] = np.array(kind)
-    temporary = str(path) + ".tmp.npz"
-    np.savez(temporary, **arrays)
-    os.replace(temporary, path)
+    with atomic_write(path, "wb") as file:
+        np.savez(file, **arrays)
 
 
 def _restore(path, statistics, kind):

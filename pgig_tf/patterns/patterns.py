@@ -1,11 +1,13 @@
 """`Patterns`: a mapping from layer name to a pattern array shaped like that layer's kernel."""
 
 import json
+import os
 from collections.abc import Mapping
 
 import numpy as np
 
 from pgig_tf.model import layer_kinds as L
+from pgig_tf.files import atomic_write
 from pgig_tf.model.graph import leaf_layers
 
 _META_KEY = "__pgig_tf_meta__"
@@ -49,7 +51,11 @@ class Patterns(Mapping):
         meta = json.dumps({"kind": self.kind, "num_samples": self.num_samples})
         if _META_KEY in self._arrays:
             raise ValueError(f"a layer may not be called {_META_KEY!r}")
-        np.savez(path, **self._arrays, **{_META_KEY: np.array(meta)})
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            path += ".npz"  # as np.savez names it
+        with atomic_write(path, "wb") as file:
+            np.savez(file, **self._arrays, **{_META_KEY: np.array(meta)})
 
     @classmethod
     def load(cls, path):
