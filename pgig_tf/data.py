@@ -1,7 +1,24 @@
-"""Turning what users pass as data (arrays, tf.data datasets, iterables of batches) into float batches."""
+"""Turning what users pass as data (arrays, tf.data datasets, iterables of batches) into float batches, and shards."""
 
 import numpy as np
 import tensorflow as tf
+
+
+def shard_sizes(count, num_shards):
+    """Sizes of `num_shards` contiguous shards of `count` items (ints or scalar tensors); they differ by at most one.
+
+    The one meaning of "shard" in pgig_tf, for devices and benchmark runs alike: shard r holds a
+    contiguous block of items, the first count % num_shards shards one item more; with fewer
+    items than shards the last ones are empty.
+    """
+    return [(count + num_shards - 1 - r) // num_shards for r in range(num_shards)]
+
+
+def shard_bounds(count, num_shards, index):
+    """(start, stop) of contiguous shard `index` of `num_shards` over `count` items (see `shard_sizes`)."""
+    sizes = shard_sizes(count, num_shards)
+    start = sum(sizes[:index])
+    return start, start + sizes[index]
 
 
 def iterate_batches(data, batch_size, sample_rank):
