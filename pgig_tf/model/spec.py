@@ -22,7 +22,34 @@ from pgig_tf.model import layer_kinds as L
 from pgig_tf.model import tokens as sequence
 from pgig_tf.data import is_whole_data, iterate_batches
 from pgig_tf.model.graph import functional_of, is_graph_model, run_graph
-from pgig_tf.validation import check_baseline, check_inputs, checked_array, model_tensors, resolve_output
+from pgig_tf.validation import check_baseline, check_inputs, checked_array, resolve_output
+
+
+def model_tensors(model):
+    """The model's input and output tensors (flat lists), or a ValueError if it was never built on an input."""
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ValueError(
+            f"Model '{model.name}' has no defined input; build it first, e.g. with keras.Input(shape) "
+            "as its first layer or model.build((None, ...))."
+        )
+    return list(inputs), list(outputs)
+
+
+def model_io(model):
+    """The input shape (batch axis first) and output width of a single-input, single-output model; clear errors otherwise."""
+    inputs, outputs = model_tensors(model)
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(
+            f"Model '{model.name}' has {len(inputs)} inputs and {len(outputs)} outputs; "
+            "only single-input, single-output models are supported."
+        )
+    spec = ModelSpec(model)
+    return spec.parts[0].shape, spec.output_width
+
 
 
 class InputPart:
