@@ -5,35 +5,6 @@ import numbers
 import numpy as np
 
 
-def model_tensors(model):
-    """The model's input and output tensors (flat lists), or a ValueError if it was never built on an input."""
-    try:
-        inputs, outputs = model.inputs, model.outputs
-    except (AttributeError, ValueError):
-        inputs = outputs = None
-    if not inputs or not outputs:
-        raise ValueError(
-            f"Model '{model.name}' has no defined input; build it first, e.g. with keras.Input(shape) "
-            "as its first layer or model.build((None, ...))."
-        )
-    return list(inputs), list(outputs)
-
-
-def model_io(model):
-    """The model's single input shape (batch axis first) and its output width; clear errors otherwise."""
-    inputs, outputs = model_tensors(model)
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ValueError(
-            f"Model '{model.name}' has {len(inputs)} inputs and {len(outputs)} outputs; "
-            "only single-input, single-output models are supported."
-        )
-    input_shape = tuple(inputs[0].shape)
-    width = int(np.prod([d for d in outputs[0].shape[1:]])) if len(outputs[0].shape) > 1 else 1
-    if any(d is None for d in outputs[0].shape[1:]):
-        raise ValueError(f"Model '{model.name}' has an output of unknown size {tuple(outputs[0].shape)}")
-    return input_shape, width
-
-
 def checked_array(x, input_shape, name="x"):
     """`x` as a numeric numpy array of the model input's rank and shape (batch axis first), dtype unchanged."""
     if hasattr(x, "numpy"):

@@ -117,8 +117,11 @@ class Setting:
 
 
 def _array_batches(images, labels, args):
-    """The shard's images (every num_shards-th from shard_index, as TFDS' shard does) in batches."""
-    images, labels = images[args.shard_index::args.num_shards], labels[args.shard_index::args.num_shards]
+    """The shard's images (contiguous shard shard_index of num_shards, see `data.shard_bounds`) in batches."""
+    from pgig_tf.data import shard_bounds
+
+    start, stop = shard_bounds(len(images), args.num_shards, args.shard_index)
+    images, labels = images[start:stop], labels[start:stop]
     step = args.images_per_batch
     return (((images[i:i + step], labels[i:i + step]) for i in range(0, len(images), step)), len(images))
 
@@ -201,7 +204,10 @@ def tfds_setting(args, strategy=None):
             args.dataset, args.split, batch_size=args.images_per_batch, num_images=num_images,
             shard=(args.num_shards, args.shard_index), **source)
     )
-    shard_count = len(range(args.shard_index, num_images, args.num_shards))
+    from pgig_tf.data import shard_bounds
+
+    start, stop = shard_bounds(num_images, args.num_shards, args.shard_index)
+    shard_count = stop - start
     description = {"model": args.model, "dataset": f"{args.dataset}:{args.split}", "preprocessing": preprocess_name,
                    "weights": args.weights if args.model == "vgg16" else args.model}
     return Setting(model, None, batches, shard_count, patterns, background, description)

@@ -4,6 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pgig_tf.data import shard_bounds
+
 # Caffe VGG16 channel means in BGR order (Keras' `vgg16.preprocess_input`).
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
@@ -154,9 +156,9 @@ def tfds_image_dataset(name, split, data_dir=None, manual_dir=None, num_images=N
     order, which is Keras' ImageNet class order.
 
     Order is the split's file order (no shuffling). `num_images` keeps the first images of the
-    split; `shard=(num_shards, index)` then keeps every num_shards-th of those, starting at
-    `index` (`tf.data` shard after take), so the shards of one call partition the same first
-    `num_images` images. Images are decoded and preprocessed only after the take/shard, so a
+    split; `shard=(num_shards, index)` then keeps contiguous block `index` of `num_shards`
+    (`data.shard_bounds`), so the shards of one call partition the same first `num_images`
+    images in order. Images are decoded and preprocessed only after the take/shard, so a
     shard decodes only its own images. `preprocess` is a name in `PREPROCESSING` or a callable
     on one (H, W, C) uint8 image tensor.
     """
@@ -192,8 +194,12 @@ def tfds_image_dataset(name, split, data_dir=None, manual_dir=None, num_images=N
         raise ValueError(f"dataset '{name}' has no {missing} feature(s); its features: {list(info.features)}")
     if num_images is not None:
         ds = ds.take(num_images)
-    if shard is not None:
-        ds = ds.shard(num_shards, index)
+    if shard is not None:  # contiguous, as everywhere in pgig_tf (data.shard_bounds)
+        total = int(ds.cardinality())
+        if total < 0:  # unknown: count the (still undecoded) examples
+            total = int(ds.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+        start, stop = shard_bounds(total, num_shards, index)
+        ds = ds.skip(start).take(stop - start)
     image_feature = info.features["image"]
 
     def decode(example):

@@ -9,8 +9,8 @@ and evaluated in chunks of `batch_size` inside one compiled function.
 import numpy as np
 import tensorflow as tf
 
-from pgig_tf.model.spec import ModelSpec
-from pgig_tf.validation import check_inputs, check_positive_int, model_io
+from pgig_tf.model.spec import ModelSpec, model_io
+from pgig_tf.validation import check_inputs, check_positive_int
 
 REPLACEMENTS = ("patch_mean", "image_mean")
 

@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from pgig_tf.validation import check_inputs, model_io, resolve_neurons
+from pgig_tf.model.spec import model_io
+from pgig_tf.validation import check_inputs, resolve_neurons
 
 
 def rankdata(values):

@@ -5,6 +5,8 @@ import warnings
 
 import tensorflow as tf
 
+from pgig_tf.data import shard_sizes
+
 from pgig_tf.validation import check_positive_int
 
 
@@ -45,15 +47,6 @@ def check_jit_compile(strategy, model, jit_compile):
             f"on another device, and {len(outside)} of its variables (e.g. {outside[0]!r}) were created "
             "outside the scope. Build the model inside `with strategy.scope():`, or use jit_compile=False."
         )
-
-
-def shard_sizes(num_samples, replicas):
-    """Contiguous shard sizes (scalar tensors) of `num_samples`, one per replica; they differ by at most one.
-
-    The first num_samples % replicas replicas get one sample more; with fewer samples than
-    replicas the last ones get none.
-    """
-    return [(num_samples + replicas - 1 - r) // replicas for r in range(replicas)]
 
 
 def distribute_batch(strategy, tensors):

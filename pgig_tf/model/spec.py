@@ -20,9 +20,36 @@ from keras import tree
 
 from pgig_tf.model import layer_kinds as L
 from pgig_tf.model import tokens as sequence
-from pgig_tf.data import iterate_batches
+from pgig_tf.data import is_whole_data, iterate_batches
 from pgig_tf.model.graph import functional_of, is_graph_model, run_graph
-from pgig_tf.validation import check_baseline, check_inputs, checked_array, model_tensors, resolve_output
+from pgig_tf.validation import check_baseline, check_inputs, checked_array, resolve_output
+
+
+def model_tensors(model):
+    """The model's input and output tensors (flat lists), or a ValueError if it was never built on an input."""
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ValueError(
+            f"Model '{model.name}' has no defined input; build it first, e.g. with keras.Input(shape) "
+            "as its first layer or model.build((None, ...))."
+        )
+    return list(inputs), list(outputs)
+
+
+def model_io(model):
+    """The input shape (batch axis first) and output width of a single-input, single-output model; clear errors otherwise."""
+    inputs, outputs = model_tensors(model)
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(
+            f"Model '{model.name}' has {len(inputs)} inputs and {len(outputs)} outputs; "
+            "only single-input, single-output models are supported."
+        )
+    spec = ModelSpec(model)
+    return spec.parts[0].shape, spec.output_width
+
 
 
 class InputPart:
@@ -304,68 +331,15 @@ class ModelSpec:
     # --- data for fit() ------------------------------------------------------------------------
 
     def iterate_batches(self, data, batch_size):
-        """(iterator of raw input batches, number of batches or None) from an array, dataset or iterable.
-
-        One input: as `data.iterate_batches`. Several inputs: a list/tuple/dict of arrays (all
-        the data), a tf.data.Dataset of inputs or (inputs, y), or an iterable of such batches.
-        """
-        if len(self.parts) == 1:
-            return iterate_batches(data, batch_size, len(self.parts[0].shape) - 1)
-        if isinstance(data, tf.data.Dataset):
-            first = self._first_input(_inputs_of(data.element_spec))
-            batched = first.shape.rank == len(self.parts[0].shape)
-            dataset = data if batched else data.batch(batch_size)
-            cardinality = int(dataset.cardinality())
-            return (_inputs_of(e) for e in dataset.as_numpy_iterator()), (cardinality if cardinality >= 0 else None)
-        if self._is_whole_data(data):
-            values, _, _ = self._by_part(data, "data")
-            arrays = [np.asarray(v) for v in values]
-            count = arrays[0].shape[0] if arrays[0].ndim else 0
-            if count == 0:
-                raise ValueError(f"data must hold at least one sample, got arrays of shapes {[a.shape for a in arrays]}")
-            structure = dict if isinstance(data, dict) else list
-
-            def batches():
-                for i in range(0, count, batch_size):
-                    chunk = [a[i : i + batch_size] for a in arrays]
-                    yield dict(zip(self.input_names, chunk)) if structure is dict else chunk
-
-            return batches(), -(-count // batch_size)
-        try:
-            iterator = iter(data)
-        except TypeError:
-            raise TypeError(
-                f"data for a model with {len(self.parts)} inputs must be a list/tuple/dict of arrays, a "
-                f"tf.data.Dataset of inputs or (inputs, y), or an iterable of batches; got {type(data).__name__}"
-            ) from None
-        total = len(data) if hasattr(data, "__len__") else None
-        return (_inputs_of(batch) for batch in iterator), total
+        """`data.iterate_batches` for this model's inputs: (iterator of raw input batches, count or None)."""
+        ranks = len(self.parts[0].shape) - 1 if len(self.parts) == 1 else [len(p.shape) - 1 for p in self.parts]
+        return iterate_batches(data, batch_size, ranks, self.input_names)
 
     def is_array_data(self, data):
         """True if `data` is all the data in memory: an array (one input) or a list/tuple/dict of arrays."""
         if len(self.parts) == 1:
             return isinstance(data, (np.ndarray, tf.Tensor))
-        return self._is_whole_data(data)
-
-    def _first_input(self, structure):
-        if isinstance(structure, dict):
-            return structure.get(self.input_names[0], next(iter(structure.values())))
-        if isinstance(structure, (list, tuple)):
-            return structure[0]
-        return structure
-
-    def _is_whole_data(self, data):
-        if isinstance(data, dict):
-            if set(data) != set(self.input_names):
-                return False
-            values = [data[name] for name in self.input_names]
-        elif isinstance(data, (list, tuple)) and len(data) == len(self.parts):
-            values = list(data)
-        else:
-            return False
-        return all(isinstance(v, (np.ndarray, tf.Tensor)) for v in values) and all(
-            np.ndim(v) == len(p.shape) for v, p in zip(values, self.parts)
-        )
+        return is_whole_data(data, [len(p.shape) - 1 for p in self.parts], self.input_names)
 
     # --- what the output is ----------------------------------------------------------------------
 
@@ -377,13 +351,6 @@ class ModelSpec:
         if getattr(layer, "activation", None) is keras.activations.softmax:
             return layer
         return None
-
-
-def _inputs_of(element):
-    """The inputs part of a data element: inputs, or (inputs, y[, weights]) with inputs a list/tuple/dict."""
-    if isinstance(element, (tuple, list)) and element and isinstance(element[0], (tuple, list, dict)):
-        return element[0]
-    return element
 
 
 def _output_names(model, outputs):

@@ -200,9 +200,9 @@ def test_shards_partition_the_first_num_images():
     with tfds.testing.mock_data(num_examples=10):
         all_images, all_labels = load_tfds_images("imagenet2012", "validation", num_images=7)
         shards = [load_tfds_images("imagenet2012", "validation", num_images=7, shard=(3, i)) for i in range(3)]
-    for i, (images, labels) in enumerate(shards):
-        assert labels.tolist() == all_labels[i::3].tolist()
-        np.testing.assert_array_equal(images, all_images[i::3])
+    for (images, labels), (start, stop) in zip(shards, [(0, 3), (3, 5), (5, 7)]):  # contiguous blocks
+        assert labels.tolist() == all_labels[start:stop].tolist()
+        np.testing.assert_array_equal(images, all_images[start:stop])
     assert sum(len(labels) for _, labels in shards) == 7
 
 

@@ -11,7 +11,8 @@ import tensorflow as tf
 
 import pgig_tf
 from pgig_tf import create_analyzer, load_analyzer
-from pgig_tf.model.distribute import make_strategy, shard_sizes
+from pgig_tf.data import shard_bounds, shard_sizes
+from pgig_tf.model.distribute import make_strategy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -71,6 +72,8 @@ def test_shard_sizes_are_contiguous_and_balanced():
     assert [int(s) for s in shard_sizes(tf.constant(5), 2)] == [3, 2]
     assert [int(s) for s in shard_sizes(tf.constant(1), 2)] == [1, 0]
     assert [int(s) for s in shard_sizes(tf.constant(7), 3)] == [3, 2, 2]
+    assert [shard_bounds(7, 3, i) for i in range(3)] == [(0, 3), (3, 5), (5, 7)]
+    assert [shard_bounds(2, 3, i) for i in range(3)] == [(0, 1), (1, 2), (2, 2)]
 
 
 def test_one_replica_strategy_in_process_equals_no_strategy(conv_model, dense_model):
