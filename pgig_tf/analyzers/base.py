@@ -1,10 +1,13 @@
 """The analyzer base class: a backward rule times an aggregator, with iNNvestigate's fit/analyze API."""
 
 import inspect
+import numbers
 import sys
 import warnings
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from pgig_tf.model.distribute import check_jit_compile, check_strategy, strategy_scope
 from pgig_tf.core.engine import START_ONE, GradientEngine
@@ -162,15 +165,62 @@ class Analyzer:
     def analyze(self, x, neuron_selection="max_activation"):
         """Attributions for output `neuron_selection` ('max_activation', an int, or one int per sample).
 
-        `x`: an array for a single-input model, or a list/tuple/dict by input name of arrays, one
-        per input; the result has the same structure, one attribution array per input. A token
-        input (ids into an Embedding layer) gets one score per token: the attribution on its
-        embedded vectors summed over the embedding axis.
+        Args:
+            x: an array for a single-input model, or a list/tuple/dict by input name of arrays, one
+                per input; or a `tf.data.Dataset` (batched or not; `(x, y)` elements give `x`) or a
+                `keras.utils.PyDataset`, explained one batch at a time (memory bounded by the
+                batch, but for the maps returned), with the same random draws as one call.
+            neuron_selection: 'max_activation' (the argmax of the explained output), an int, or one
+                int per sample.
+
+        Returns:
+            The attributions, shaped and structured like `x` (a dataset gives the maps of all its
+            samples, stacked in order). A token input (ids into an Embedding layer) gets one score
+            per token: the attribution on its embedded vectors summed over the embedding axis.
+
+        Raises:
+            TypeError, ValueError: `x` or `neuron_selection` does not fit the model, or the result
+                overflowed (NaN/Inf).
         """
-        batch = self._spec.check(x)
+        if _is_stream(x):
+            return self._analyze_stream(x, neuron_selection)
+        batch = self._check_x(x)
         targets = self._targets(batch, neuron_selection)
-        result = self._get_engine()(batch.engine, targets, seed=self._next_seed())
+        return self._analyze_checked(batch, targets, self._next_seed(), 0)
+
+    def _check_x(self, x):
+        """The checked `Batch` of the user's `x`."""
+        return self._spec.check(x)
+
+    def _analyze_checked(self, batch, targets, seed, first_index):
+        """The maps of a checked batch; `first_index`: the index of its first sample in the stream."""
+        result = self._get_engine()(batch.engine, targets, seed=seed, first_index=first_index)
         return self._finish(result, batch)
+
+    def _analyze_stream(self, data, neuron_selection):
+        """`analyze` over a dataset, one batch at a time, with the random draws of one call."""
+        per_sample = not isinstance(neuron_selection, (str, numbers.Integral)) and np.ndim(neuron_selection) > 0
+        selection = np.asarray(neuron_selection) if per_sample else neuron_selection
+        if isinstance(data, tf.data.Dataset):
+            batches, _ = self._spec.iterate_batches(data, self.batch_size)
+        else:  # keras.utils.PyDataset: indexable batches of x or (x, y[, weights])
+            batches = (data[i] for i in range(len(data)))
+            batches = (b[0] if isinstance(b, tuple) else b for b in batches)
+        seed = self._next_seed()
+        pieces, first = [], 0
+        for raw in batches:
+            batch = self._check_x(raw)
+            count = batch.num_samples
+            if per_sample and first + count > len(selection):
+                raise ValueError(f"neuron_selection has {len(selection)} indices but x has more samples")
+            targets = self._targets(batch, selection[first:first + count] if per_sample else selection)
+            pieces.append(self._analyze_checked(batch, targets, seed, first))
+            first += count
+        if not pieces:
+            raise ValueError("x is an empty dataset: it yielded no batch")
+        if per_sample and first != len(selection):
+            raise ValueError(f"neuron_selection has {len(selection)} indices but x has {first} samples")
+        return _stack(pieces)
 
     def predict(self, x):
         """The explained output on `x` (inference mode), computed `batch_size` samples at a time."""
@@ -187,7 +237,7 @@ class Analyzer:
 
     def _finish(self, result, batch):
         """The engine's result, checked for NaN/Inf, in the structure of the user's input."""
-        return self._spec.restore(check_finite_attributions(result, type(self).__name__), batch)
+        return self._spec.restore(check_finite_attributions(result, type(self).__name__, self.model), batch)
 
     def _warn_if_softmax(self):
         layer = self._spec.softmax_layer() if self.expects_logits else None
@@ -286,6 +336,21 @@ class Analyzer:
         self.patterns = patterns
         self._get_rule()  # patterns that do not fit the model fail here
         return self
+
+
+def _is_stream(x):
+    """True for data that `analyze` explains batch by batch: a tf.data.Dataset or a keras.utils.PyDataset."""
+    return isinstance(x, (tf.data.Dataset, keras.utils.PyDataset))
+
+
+def _stack(pieces):
+    """The maps of consecutive batches as one result: arrays concatenated, lists/dicts per input."""
+    first = pieces[0]
+    if isinstance(first, dict):
+        return {key: np.concatenate([p[key] for p in pieces]) for key in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(np.concatenate([p[i] for p in pieces]) for i in range(len(first)))
+    return np.concatenate(pieces)
 
 
 def _user_stacklevel():

@@ -163,14 +163,12 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
     def _make_aggregator(self):
         return A.TaylorRoots(self.samples, self.noise_scale)
 
-    def analyze(self, x, neuron_selection="max_activation"):
+    def _analyze_checked(self, batch, targets, seed, first_index):
         if not self.adaptive:
-            return super().analyze(x, neuron_selection)
-        batch = self._spec.check(x)
+            return super()._analyze_checked(batch, targets, seed, first_index)
         x = batch.engine
-        targets = self._targets(batch, neuron_selection)
-        seed = self._next_seed()
-        maps = np.stack([self._candidate_engine(c)(x, targets, seed=seed) for c in self.candidates])
+        maps = np.stack([self._candidate_engine(c)(x, targets, seed=seed, first_index=first_index)
+                         for c in self.candidates])
         if self.criterion == "aupc":
             if self._degrader is None:  # built once: its compiled function is reused by later calls
                 self._degrader = Degrader(self.model, self.patch_size, self.num_steps, batch_size=self.batch_size)
@@ -178,7 +176,9 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
         else:
             scores = np.stack([autvc(m) for m in maps])
         best = np.argmin(scores, axis=0)
-        self.chosen_noise_scales = np.asarray(self.candidates)[best]
+        chosen = np.asarray(self.candidates)[best]
+        # a dataset's later batches add their samples' choices
+        self.chosen_noise_scales = chosen if first_index == 0 else np.concatenate([self.chosen_noise_scales, chosen])
         return self._finish(maps[best, np.arange(len(x))], batch)
 
     def _candidate_engine(self, noise_scale):
@@ -196,9 +196,11 @@ class RandomAnalyzer(Analyzer):
     fixed_rule = "gradient"
     random = True
 
-    def analyze(self, x, neuron_selection="max_activation"):
-        batch = self._spec.check(x, embed=False)
-        self._targets(batch, neuron_selection)  # validates the selection like every analyzer
-        rng = np.random.default_rng(self._next_seed())
+    def _check_x(self, x):
+        return self._spec.check(x, embed=False)
+
+    def _analyze_checked(self, batch, targets, seed, first_index):
+        # a dataset's later batches draw from their own stream (keyed by their first sample's index)
+        rng = np.random.default_rng(seed if first_index == 0 else [seed, first_index])
         shapes = self._spec.attribution_shapes(batch)
         return self._spec.pack_like([rng.random(shape, dtype=np.float32) for shape in shapes], batch)
