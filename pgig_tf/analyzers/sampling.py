@@ -27,7 +27,15 @@ class _SamplingAnalyzer(Analyzer):
 
 
 class SmoothGradAnalyzer(_SamplingAnalyzer):
-    """SmoothGrad (Smilkov et al., 2017): the mean of ∇f(x + eps)."""
+    """SmoothGrad (Smilkov et al., 2017): the mean of ∇f(x + eps).
+
+    Args:
+        model: the Keras model to explain.
+        samples: draws of eps per input.
+        noise_scale: sigma as a fraction of each sample's (max - min).
+        **options: the shared analyzer options (see `Analyzer.__init__`): `rule`, `patterns`, `seed`,
+            `batch_size`, `output`, `compute_dtype`, `jit_compile`, `strategy`.
+    """
 
     statistic = A.MEAN
     expects_logits = True
@@ -53,7 +61,17 @@ class VarGradAnalyzer(SmoothGradAnalyzer):
 
 
 class SmoothGradIGAnalyzer(_SamplingAnalyzer):
-    """SmoothGrad-IG (App. A.3): IG's path mean averaged over noisy inputs, times (x - baseline)."""
+    """SmoothGrad-IG (App. A.3): IG's path mean averaged over noisy inputs, times (x - baseline).
+
+    Args:
+        model: the Keras model to explain.
+        steps: path points per noisy input (right Riemann sum, Eq. 1).
+        samples: noisy inputs per input.
+        noise_scale: sigma as a fraction of each sample's (max - min).
+        baseline: the path's start, a scalar or an array that broadcasts to one sample.
+        **options: the shared analyzer options (see `Analyzer.__init__`): `rule`, `patterns`, `seed`,
+            `batch_size`, `output`, `compute_dtype`, `jit_compile`, `strategy`.
+    """
 
     def __init__(self, model, *, steps=25, samples=25, noise_scale=0.15, baseline=0.0, **options):
         super().__init__(model, **options)
@@ -66,7 +84,15 @@ class SmoothGradIGAnalyzer(_SamplingAnalyzer):
 
 
 class NoiseBaselineIGAnalyzer(_SamplingAnalyzer):
-    """IG with uniform-noise baselines (SmoothTaylor paper Eq. 3): mean of `samples` IG maps, baselines U[min x, max x]."""
+    """IG with uniform-noise baselines (SmoothTaylor paper Eq. 3): mean of `samples` IG maps, baselines U[min x, max x].
+
+    Args:
+        model: the Keras model to explain.
+        steps: path points per baseline.
+        samples: baselines per input, each feature uniform on [min x, max x] of the sample.
+        **options: the shared analyzer options (see `Analyzer.__init__`): `rule`, `patterns`, `seed`,
+            `batch_size`, `output`, `compute_dtype`, `jit_compile`, `strategy`.
+    """
 
     def __init__(self, model, *, steps=50, samples=10, **options):
         super().__init__(model, **options)
@@ -82,6 +108,14 @@ class ExpectedGradientsAnalyzer(_SamplingAnalyzer):
 
     Background: `baselines=` (an array of samples) or `fit(data)`, which keeps up to
     `max_background` samples of `data` (and fits patterns too for a pattern rule).
+
+    Args:
+        model: the Keras model to explain.
+        samples: (baseline, alpha) draws per input.
+        baselines: background samples (n, *sample shape), or None to take them from `fit(data)`.
+        max_background: the most samples `fit` keeps.
+        **options: the shared analyzer options (see `Analyzer.__init__`): `rule`, `patterns`, `seed`,
+            `batch_size`, `output`, `compute_dtype`, `jit_compile`, `strategy`.
     """
 
     _state_arguments = _SamplingAnalyzer._state_arguments + ("baselines",)  # the background kept by fit()
@@ -136,6 +170,17 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
     `candidates` is tried (same seed) and each input keeps the map that minimises
     `criterion`, 'aupc' (its degradation curve's area; image models) or 'total_variation'
     (its AUTVC). The chosen scales of the last call are in `chosen_noise_scales`.
+
+    Args:
+        model: the Keras model to explain.
+        samples: R, the roots per input.
+        noise_scale: sigma as a fraction of each sample's (max - min), or "adaptive".
+        candidates: the noise scales "adaptive" tries.
+        criterion: "aupc" or "total_variation", what "adaptive" minimises.
+        patch_size: the patch size of the "aupc" criterion's degradation curve.
+        num_steps: the patches that curve perturbs.
+        **options: the shared analyzer options (see `Analyzer.__init__`): `rule`, `patterns`, `seed`,
+            `batch_size`, `output`, `compute_dtype`, `jit_compile`, `strategy`.
     """
 
     def __init__(self, model, *, samples=150, noise_scale=0.5, candidates=(0.1, 0.3, 0.5, 0.7, 0.9),
