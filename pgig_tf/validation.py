@@ -9,6 +9,8 @@ def checked_array(x, input_shape, name="x"):
     """`x` as a numeric numpy array of the model input's rank and shape (batch axis first), dtype unchanged."""
     if hasattr(x, "numpy"):
         x = x.numpy()
+    if x is None:
+        raise TypeError(f"{name} must be a numeric array (or a tf.data.Dataset to stream), got None")
     try:
         array = np.asarray(x)
     except (TypeError, ValueError) as error:
@@ -65,6 +67,11 @@ def resolve_neurons(neuron_selection, num_samples, width, predict):
                 f"neuron_selection must be 'max_activation', an int or one int per sample, got {neuron_selection!r}"
             )
         return np.argmax(predict().reshape(num_samples, -1), axis=1).astype(np.int32)
+    if hasattr(neuron_selection, "numpy"):  # a tf.Tensor: its value
+        neuron_selection = neuron_selection.numpy()
+    if isinstance(neuron_selection, np.ndarray) and neuron_selection.ndim == 0 and np.issubdtype(
+            neuron_selection.dtype, np.integer):
+        neuron_selection = int(neuron_selection)
     if isinstance(neuron_selection, numbers.Integral) and not isinstance(neuron_selection, bool):
         indices = np.full(num_samples, int(neuron_selection))
     else:
@@ -95,17 +102,35 @@ def check_positive_int(value, name):
 
 
 def check_baseline(baseline, input_shape, name="baseline"):
-    """The baseline as a float32 array broadcastable to one sample (input shape without the batch axis)."""
-    array = np.asarray(baseline, dtype=np.float32)
+    """The baseline as a float32 array that broadcasts to one sample (input shape without the batch axis).
+
+    It broadcasts one way only: each of its axes (aligned from the last) is 1 or the sample's
+    size there, so it never enlarges a sample; an axis of free size (None) takes only 1.
+    """
     sample_shape = tuple(input_shape[1:])
+    if hasattr(baseline, "numpy"):
+        baseline = baseline.numpy()
+    if baseline is None or isinstance(baseline, (str, bytes, dict)):
+        raise TypeError(
+            f"{name} must be a number or an array that broadcasts to one sample {sample_shape}, "
+            f"got {type(baseline).__name__}"
+        )
     try:
-        np.broadcast_shapes(array.shape, tuple(1 if d is None else d for d in sample_shape))
-    except ValueError:
-        raise ValueError(
-            f"{name} of shape {array.shape} does not broadcast to one sample of shape {sample_shape}"
+        array = np.asarray(baseline, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"{name} must be a number or an array that broadcasts to one sample {sample_shape}, got "
+            f"{type(baseline).__name__}: {error}"
         ) from None
     if array.ndim > len(sample_shape):
         raise ValueError(f"{name} must describe one sample {sample_shape}, got shape {array.shape}")
+    for have, want in zip(array.shape[::-1], sample_shape[::-1]):
+        if have != 1 and have != want:
+            free = " (axes of free size take only 1)" if want is None else ""
+            raise ValueError(
+                f"{name} of shape {array.shape} does not broadcast to one sample of shape {sample_shape}: "
+                f"each of its axes, aligned from the last, must be 1 or the sample's size{free}"
+            )
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} contains NaN or Inf")
     return array
@@ -157,11 +182,19 @@ def resolve_output(output, names, model_name):
     raise TypeError(f"output must be an output's name (str) or index (int), got {type(output).__name__} {output!r}")
 
 
-def check_finite_attributions(result, method):
-    """Raises if an analyzer's result holds NaN or Inf (an overflow in the model's float range), naming the samples."""
+def check_finite_attributions(result, method, model=None):
+    """Raises if an analyzer's result holds NaN or Inf, naming the samples (and the layer, if `model`'s weights are to blame)."""
     bad = ~np.isfinite(result)
     if bad.any():
         samples = np.unique(np.nonzero(bad)[0])
+        broken = [] if model is None else [
+            w.path for w in model.weights if not np.all(np.isfinite(np.asarray(w)))]
+        if broken:
+            raise ValueError(
+                f"{method}'s attributions contain NaN or Inf because the model's weights do: "
+                f"{', '.join(broken[:5])}{' ...' if len(broken) > 5 else ''} hold NaN or Inf values. "
+                "Check the training run (a diverged loss) or the weights file."
+            )
         raise ValueError(
             f"{method}'s attributions of samples {samples[:10].tolist()} contain NaN or Inf "
             f"({int(bad.sum())} values): the model's output or gradient overflowed for these inputs "

@@ -271,3 +271,80 @@ def test_multi_input_models_need_fixed_shapes():
     with pytest.raises(ValueError, match=r"input\(s\) \['a'\] have an unknown size \(\(None, None, 2\)\); "
                                          r"multi-input models need fixed input shapes"):
         create_analyzer("gradient", model)
+
+
+# --- baselines broadcast one way only, and what cannot be a baseline is named ----------------------
+
+
+@pytest.mark.parametrize("shape", [(5,), (8,), (8, 8, 3), (2, 8, 8, 1)])
+def test_a_baseline_that_would_enlarge_a_sample_is_refused(shape):
+    import keras
+
+    from pgig_tf import create_analyzer
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match=r"baseline .* one sample (of shape )?\(8, 8, 1\)"):
+        create_analyzer("integrated_gradients", model, baseline=np.zeros(shape))
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (8, 1), (1, 8, 1), (8, 8, 1)])
+def test_a_baseline_that_broadcasts_to_one_sample_is_taken(shape):
+    import keras
+
+    from pgig_tf import create_analyzer
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    analyzer = create_analyzer("integrated_gradients", model, baseline=np.full(shape, 0.5), steps=2)
+    np.testing.assert_array_equal(np.broadcast_to(analyzer.baseline, (8, 8, 1)), 0.5)
+
+
+def test_free_size_axes_take_only_a_baseline_of_size_one():
+    import keras
+
+    from pgig_tf import create_analyzer
+
+    model = keras.Sequential([keras.Input((None, None, 2)), keras.layers.Conv2D(2, 3),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    create_analyzer("integrated_gradients", model, baseline=np.zeros((1, 1, 2)))
+    with pytest.raises(ValueError, match=r"axes of free size take only 1"):
+        create_analyzer("integrated_gradients", model, baseline=np.zeros((8, 8, 2)))
+
+
+@pytest.mark.parametrize("baseline, kind", [(None, "NoneType"), ("zero", "str"), ({"a": 1}, "dict")])
+def test_what_cannot_be_a_baseline_is_named(dense_model, baseline, kind):
+    from pgig_tf import create_analyzer
+
+    with pytest.raises(TypeError, match=rf"baseline must be a number or an array that broadcasts to one sample "
+                                        rf"\(6,\), got {kind}"):
+        create_analyzer("integrated_gradients", dense_model, baseline=baseline)
+
+
+def test_none_for_x_or_model_is_a_type_error(dense_model):
+    from pgig_tf import create_analyzer
+
+    with pytest.raises(TypeError, match=r"x must be a numeric array \(or a tf.data.Dataset to stream\), got None"):
+        create_analyzer("gradient", dense_model).analyze(None)
+    with pytest.raises(TypeError, match=r"model must be a Keras model \(keras.Model\), got NoneType"):
+        create_analyzer("gradient", None)
+
+
+def test_a_scalar_tensor_selects_like_an_int(dense_model, rng):
+    import tensorflow as tf
+
+    from pgig_tf import create_analyzer
+
+    x = rng.normal(size=(3, 6)).astype(np.float32)
+    analyzer = create_analyzer("gradient", dense_model)
+    np.testing.assert_array_equal(analyzer.analyze(x, tf.constant(2)), analyzer.analyze(x, 2))
+    np.testing.assert_array_equal(analyzer.analyze(x, np.int64(1)), analyzer.analyze(x, 1))
+
+
+def test_nan_weights_are_named_as_the_cause(dense_model, rng):
+    from pgig_tf import create_analyzer
+
+    weights = dense_model.get_weights()
+    weights[2] = np.full_like(weights[2], np.nan)  # d2's kernel
+    dense_model.set_weights(weights)
+    with pytest.raises(ValueError, match=r"because the model's weights do: dense_model/d2/kernel hold NaN or Inf"):
+        create_analyzer("gradient", dense_model).analyze(rng.normal(size=(2, 6)).astype(np.float32), 0)

@@ -27,7 +27,15 @@ class _SamplingAnalyzer(Analyzer):
 
 
 class SmoothGradAnalyzer(_SamplingAnalyzer):
-    """SmoothGrad (Smilkov et al., 2017): the mean of ∇f(x + eps)."""
+    """SmoothGrad (Smilkov et al., 2017): the mean of ∇f(x + eps).
+
+    Args:
+        model: the Keras model to explain.
+        samples: draws of eps per input.
+        noise_scale: sigma as a fraction of each sample's (max - min).
+        **options: the shared analyzer options (see `Analyzer.__init__`): `rule`, `patterns`, `seed`,
+            `batch_size`, `output`, `compute_dtype`, `jit_compile`, `strategy`.
+    """
 
     statistic = A.MEAN
     expects_logits = True
@@ -53,7 +61,17 @@ class VarGradAnalyzer(SmoothGradAnalyzer):
 
 
 class SmoothGradIGAnalyzer(_SamplingAnalyzer):
-    """SmoothGrad-IG (App. A.3): IG's path mean averaged over noisy inputs, times (x - baseline)."""
+    """SmoothGrad-IG (App. A.3): IG's path mean averaged over noisy inputs, times (x - baseline).
+
+    Args:
+        model: the Keras model to explain.
+        steps: path points per noisy input (right Riemann sum, Eq. 1).
+        samples: noisy inputs per input.
+        noise_scale: sigma as a fraction of each sample's (max - min).
+        baseline: the path's start, a scalar or an array that broadcasts to one sample.
+        **options: the shared analyzer options (see `Analyzer.__init__`): `rule`, `patterns`, `seed`,
+            `batch_size`, `output`, `compute_dtype`, `jit_compile`, `strategy`.
+    """
 
     def __init__(self, model, *, steps=25, samples=25, noise_scale=0.15, baseline=0.0, **options):
         super().__init__(model, **options)
@@ -66,7 +84,15 @@ class SmoothGradIGAnalyzer(_SamplingAnalyzer):
 
 
 class NoiseBaselineIGAnalyzer(_SamplingAnalyzer):
-    """IG with uniform-noise baselines (SmoothTaylor paper Eq. 3): mean of `samples` IG maps, baselines U[min x, max x]."""
+    """IG with uniform-noise baselines (SmoothTaylor paper Eq. 3): mean of `samples` IG maps, baselines U[min x, max x].
+
+    Args:
+        model: the Keras model to explain.
+        steps: path points per baseline.
+        samples: baselines per input, each feature uniform on [min x, max x] of the sample.
+        **options: the shared analyzer options (see `Analyzer.__init__`): `rule`, `patterns`, `seed`,
+            `batch_size`, `output`, `compute_dtype`, `jit_compile`, `strategy`.
+    """
 
     def __init__(self, model, *, steps=50, samples=10, **options):
         super().__init__(model, **options)
@@ -82,6 +108,14 @@ class ExpectedGradientsAnalyzer(_SamplingAnalyzer):
 
     Background: `baselines=` (an array of samples) or `fit(data)`, which keeps up to
     `max_background` samples of `data` (and fits patterns too for a pattern rule).
+
+    Args:
+        model: the Keras model to explain.
+        samples: (baseline, alpha) draws per input.
+        baselines: background samples (n, *sample shape), or None to take them from `fit(data)`.
+        max_background: the most samples `fit` keeps.
+        **options: the shared analyzer options (see `Analyzer.__init__`): `rule`, `patterns`, `seed`,
+            `batch_size`, `output`, `compute_dtype`, `jit_compile`, `strategy`.
     """
 
     _state_arguments = _SamplingAnalyzer._state_arguments + ("baselines",)  # the background kept by fit()
@@ -136,6 +170,17 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
     `candidates` is tried (same seed) and each input keeps the map that minimises
     `criterion`, 'aupc' (its degradation curve's area; image models) or 'total_variation'
     (its AUTVC). The chosen scales of the last call are in `chosen_noise_scales`.
+
+    Args:
+        model: the Keras model to explain.
+        samples: R, the roots per input.
+        noise_scale: sigma as a fraction of each sample's (max - min), or "adaptive".
+        candidates: the noise scales "adaptive" tries.
+        criterion: "aupc" or "total_variation", what "adaptive" minimises.
+        patch_size: the patch size of the "aupc" criterion's degradation curve.
+        num_steps: the patches that curve perturbs.
+        **options: the shared analyzer options (see `Analyzer.__init__`): `rule`, `patterns`, `seed`,
+            `batch_size`, `output`, `compute_dtype`, `jit_compile`, `strategy`.
     """
 
     def __init__(self, model, *, samples=150, noise_scale=0.5, candidates=(0.1, 0.3, 0.5, 0.7, 0.9),
@@ -163,14 +208,12 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
     def _make_aggregator(self):
         return A.TaylorRoots(self.samples, self.noise_scale)
 
-    def analyze(self, x, neuron_selection="max_activation"):
+    def _analyze_checked(self, batch, targets, seed, first_index):
         if not self.adaptive:
-            return super().analyze(x, neuron_selection)
-        batch = self._spec.check(x)
+            return super()._analyze_checked(batch, targets, seed, first_index)
         x = batch.engine
-        targets = self._targets(batch, neuron_selection)
-        seed = self._next_seed()
-        maps = np.stack([self._candidate_engine(c)(x, targets, seed=seed) for c in self.candidates])
+        maps = np.stack([self._candidate_engine(c)(x, targets, seed=seed, first_index=first_index)
+                         for c in self.candidates])
         if self.criterion == "aupc":
             if self._degrader is None:  # built once: its compiled function is reused by later calls
                 self._degrader = Degrader(self.model, self.patch_size, self.num_steps, batch_size=self.batch_size)
@@ -178,7 +221,9 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
         else:
             scores = np.stack([autvc(m) for m in maps])
         best = np.argmin(scores, axis=0)
-        self.chosen_noise_scales = np.asarray(self.candidates)[best]
+        chosen = np.asarray(self.candidates)[best]
+        # a dataset's later batches add their samples' choices
+        self.chosen_noise_scales = chosen if first_index == 0 else np.concatenate([self.chosen_noise_scales, chosen])
         return self._finish(maps[best, np.arange(len(x))], batch)
 
     def _candidate_engine(self, noise_scale):
@@ -196,9 +241,11 @@ class RandomAnalyzer(Analyzer):
     fixed_rule = "gradient"
     random = True
 
-    def analyze(self, x, neuron_selection="max_activation"):
-        batch = self._spec.check(x, embed=False)
-        self._targets(batch, neuron_selection)  # validates the selection like every analyzer
-        rng = np.random.default_rng(self._next_seed())
+    def _check_x(self, x):
+        return self._spec.check(x, embed=False)
+
+    def _analyze_checked(self, batch, targets, seed, first_index):
+        # a dataset's later batches draw from their own stream (keyed by their first sample's index)
+        rng = np.random.default_rng(seed if first_index == 0 else [seed, first_index])
         shapes = self._spec.attribution_shapes(batch)
         return self._spec.pack_like([rng.random(shape, dtype=np.float32) for shape in shapes], batch)

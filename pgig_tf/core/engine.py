@@ -50,12 +50,18 @@ class GradientEngine:
         check_jit_compile(self.strategy, model, self.jit_compile)
         self._functions = {}
 
-    def __call__(self, x, targets, seed=0):
-        """The attributions (numpy, shaped like `x`) of output `targets[i]` for each sample `x[i]`."""
+    def __call__(self, x, targets, seed=0, first_index=0):
+        """The attributions (numpy, shaped like `x`) of output `targets[i]` for each sample `x[i]`.
+
+        `first_index` is the index of `x[0]` in a longer stream of samples: random draws are keyed
+        by the sample's index in the stream, so a stream explained in pieces gets the same noise
+        as in one call.
+        """
         function = self._function_for(x.shape[1:], x.dtype)
         seed = tf.constant(seed, dtype=tf.int64)
+        first_index = tf.constant(first_index, dtype=tf.int32)
         try:
-            return function(tf.constant(x), tf.constant(targets, dtype=tf.int32), seed).numpy()
+            return function(tf.constant(x), tf.constant(targets, dtype=tf.int32), seed, first_index).numpy()
         except tf.errors.InvalidArgumentError as error:
             if not (self.jit_compile and self.strategy is not None and "located in device" in error.message):
                 raise
@@ -90,6 +96,7 @@ class GradientEngine:
                 tf.TensorSpec((None,) + tuple(sample_shape), dtype),
                 tf.TensorSpec((None,), tf.int32),
                 tf.TensorSpec((), tf.int64),
+                tf.TensorSpec((), tf.int32),
             ]
             if self.strategy is None:
                 self._functions[key] = tf.function(self._attribute, input_signature=signature,
@@ -98,18 +105,19 @@ class GradientEngine:
                 # XLA compiles each replica's loop on its device; a cluster cannot span devices
                 shard = tf.function(self._attribute, jit_compile=True) if self.jit_compile else self._attribute
 
-                def distributed(x, targets, seed):
-                    return self._attribute_distributed(x, targets, seed, shard)
+                def distributed(x, targets, seed, first_index):
+                    return self._attribute_distributed(x, targets, seed, first_index, shard)
 
                 self._functions[key] = tf.function(distributed, input_signature=signature)
         return self._functions[key]
 
-    def _attribute_distributed(self, x, targets, seed, shard):
+    def _attribute_distributed(self, x, targets, seed, first_index, shard):
         """`shard` (the chunked loop) on every replica's contiguous part of the batch, concatenated in order."""
         strategy = self.strategy
         (x_shards, target_shards), offsets = distribute_batch(strategy, [x, targets])
 
         def loop(x, targets, offset):
+            offset = offset + first_index
             if not self.jit_compile:
                 return shard(x, targets, seed, offset)
             # the call of an XLA function is placed explicitly, else it may run on the first device
@@ -137,8 +145,8 @@ class GradientEngine:
             return tape.gradient(objective, points, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
     def _attribute(self, x, targets, seed, offset=None):
-        """The attributions of `x`; `offset` (a replica's first sample in the whole call) shifts the
-        sample indices the aggregator sees, so each sample gets the noise it gets on one device."""
+        """The attributions of `x`; `offset` (the index of x[0] in the stream: a replica's first sample,
+        or a piece's) shifts the sample indices the aggregator sees, so each sample gets its own noise."""
         aggregator = self.aggregator
         draws = aggregator.draws
         num_samples = tf.shape(x)[0]

@@ -204,7 +204,7 @@ class _PatternRule(LayerwiseRule):
         # so the folded kernel s w has pattern p / s, and (s w) * (p / s) = w * p while
         # p / s = (1/s) * p. Passing BatchNorm with its forward gradient s instead would
         # multiply each channel's relevance by gamma / sigma, a normalisation constant that a
-        # folded twin of the same model does not have (tests/test_coverage.py checks both).
+        # folded twin of the same model does not have (tests/model/test_layer_coverage.py checks both).
         scale = L.diagonal_scale(layer, x)
         backward = tf.stop_gradient(self.backward_scale(scale))
 

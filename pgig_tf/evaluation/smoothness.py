@@ -42,8 +42,16 @@ def multiscale_total_variation(attributions, scales=None):
     return np.stack(result, axis=1)
 
 
-def autvc(attributions, scales=None):
-    """Area under the multi-scale total-variation curve per map (trapezoid, unit spacing; lower = smoother)."""
+def autvc(attributions, scales=None) -> np.ndarray:
+    """Area under the multi-scale total-variation curve per map (trapezoid, unit spacing; lower = smoother).
+
+    Args:
+        attributions: maps (n, H, W[, C]); channels are summed.
+        scales: average-pooling factors (default 1, 2, 4, 8; those that fit the map).
+
+    Returns:
+        One AUTVC per map (SmoothTaylor paper), float64.
+    """
     tv = multiscale_total_variation(attributions, scales)
     if tv.shape[1] == 1:
         return tv[:, 0]

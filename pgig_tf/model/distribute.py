@@ -141,13 +141,23 @@ def configure_cpu_devices(count):
     return [device.name for device in tf.config.list_logical_devices("CPU")[:count]]
 
 
-def make_strategy(replicas):
+def make_strategy(replicas: int) -> tf.distribute.Strategy:
     """A `tf.distribute.MirroredStrategy` of `replicas` replicas: one per GPU if there are enough, else logical CPUs.
 
     With at least `replicas` GPUs it uses GPU:0..replicas-1 with TensorFlow's default
     cross-device ops (NCCL all-reduce). Otherwise it splits the CPU into `replicas` logical
     devices (see `configure_cpu_devices`: call this before TensorFlow initialises its devices)
     and reduces on CPU:0 (`tf.distribute.ReductionToOneDevice`; NCCL needs GPUs).
+
+    Args:
+        replicas: the number of replicas (devices) to split each batch over.
+
+    Returns:
+        The strategy, for `strategy=` of an analyzer, `fit_patterns` or `load_analyzer`.
+
+    Raises:
+        ValueError: `replicas` is not a positive int, or TensorFlow has already initialised its
+            devices with fewer CPUs than asked.
     """
     replicas = check_positive_int(replicas, "replicas")
     gpus = tf.config.list_physical_devices("GPU")

@@ -12,17 +12,17 @@ _REGISTERED = {}  # layer class -> "linear" or a callable fn(layer, inputs, rule
 def register_layer(layer_class: type, treatment) -> None:
     """Tells the non-plain rules (guided and pattern rules, pattern fitting) how `layer_class` behaves.
 
-    `treatment` is one of:
-
-    - `"linear"`: the layer is passed with its ordinary gradient under every rule. Right for
-      layers without a ReLU gate or a kernel to replace (scalings, custom pooling or
-      reshaping, fixed linear maps) and for anything you want treated that way.
-    - a function `fn(layer, inputs, rule_name) -> outputs` for full control: called in place
-      of `layer(inputs)` while a rule rewrites the model; `rule_name` is one of 'guided_backprop',
-      'pattern_attribution', 'pattern_net'. It must return the layer's own forward value
-      (e.g. `layer(inputs, training=False)`) and may give it any backward pass with
-      `tf.custom_gradient` (whose grad function must take `variables=None` and return
-      `(dx, [None] * len(variables))` when the layer reads its own weights).
+    Args:
+        layer_class: the Keras layer class (its subclasses are covered too).
+        treatment: `"linear"`: the layer is passed with its ordinary gradient under every rule;
+            right for layers without a ReLU gate or a kernel to replace (scalings, custom
+            pooling or reshaping, fixed linear maps) and for anything you want treated that way.
+            Or a function `fn(layer, inputs, rule_name) -> outputs` for full control: called in
+            place of `layer(inputs)` while a rule rewrites the model; `rule_name` is one of
+            'guided_backprop', 'pattern_attribution', 'pattern_net'. It must return the layer's
+            own forward value (e.g. `layer(inputs, training=False)`) and may give it any backward
+            pass with `tf.custom_gradient` (whose grad function must take `variables=None` and
+            return `(dx, [None] * len(variables))` when the layer reads its own weights).
 
     Registrations apply to subclasses too: the class nearest to the layer's own in its method
     resolution order wins, a registered one or a built-in one (so registering a Keras class

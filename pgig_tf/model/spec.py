@@ -27,6 +27,8 @@ from pgig_tf.validation import check_baseline, check_inputs, checked_array, reso
 
 def model_tensors(model):
     """The model's input and output tensors (flat lists), or a ValueError if it was never built on an input."""
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(f"model must be a Keras model (keras.Model), got {type(model).__name__}")
     try:
         inputs, outputs = model.inputs, model.outputs
     except (AttributeError, ValueError):
