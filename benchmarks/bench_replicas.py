@@ -1,10 +1,14 @@
-"""Data parallelism on several devices: IG, PGIG, SmoothGrad `analyze` and `fit_patterns` per image, 1 device vs N replicas.
+"""Data parallelism: IG, PGIG, SmoothGrad `analyze` and `fit_patterns` per image, 1 device vs N replicas.
 
 The N replicas are a `tf.distribute.MirroredStrategy` from `pgig_tf.make_strategy(N)`: N GPUs
 if there are enough, else N logical CPU devices, which share the machine's cores, so on a CPU
-this measures the strategy's overhead, not a speed-up. The replicated analyzers explain a copy of the model whose weights are mirrored
-on every replica (`pgig_tf.model.distribute.mirror_model`), as a multi-GPU run would; each row also
-reports the largest difference between the two maps (relative to the largest |value|).
+this measures the strategy's overhead, not a speed-up. The replicated analyzers explain a copy
+of the model whose weights are mirrored on every replica (`pgig_tf.model.distribute.mirror_model`),
+as a multi-GPU run would; each row also reports the largest difference between the two maps
+(relative to the largest |value|).
+
+The default model is the embedded digits CNN (`pgig_tf.datasets.digits`); `--model vgg16` uses
+Keras' VGG16 with random weights. Run from the repository root: `python -m benchmarks.bench_replicas`.
 """
 
 import argparse
@@ -19,8 +23,8 @@ METHODS = {"integrated_gradients": {"steps": 25}, "pgig": {"steps": 25}, "smooth
 
 def time_methods(models, images, patterns, batch_size, repeats, strategies):
     """{method: {"one_device", "replicas" (s/image), "speedup", "max_relative_difference"}}."""
-    from pgig_tf.analyzers import create_analyzer
     from benchmarks.bench_speed import median_time
+    from pgig_tf.analyzers import create_analyzer
 
     rows = {}
     for name, settings in METHODS.items():
@@ -28,7 +32,7 @@ def time_methods(models, images, patterns, batch_size, repeats, strategies):
         row, maps = {}, {}
         for key, model, strategy in zip(("one_device", "replicas"), models, strategies):
             analyzer = create_analyzer(name, model, batch_size=batch_size, strategy=strategy, **settings, **extra)
-            seconds = median_time(lambda: analyzer.analyze(images, neuron_selection=0), repeats)
+            seconds = median_time(lambda a=analyzer: a.analyze(images, neuron_selection=0), repeats)
             row[key] = seconds / len(images)
             maps[key] = analyzer.analyze(images, neuron_selection=0)
         row["speedup"] = row["one_device"] / row["replicas"]
@@ -59,7 +63,8 @@ def fit_section(models, data, batch_size, strategies):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="vgg16", help="vgg16 (weights=None, 224x224), digits, or a .keras file")
+    parser.add_argument("--model", default="digits",
+                        help="digits (the embedded CNN, the default), vgg16 (weights=None, 224x224), or a .keras file")
     parser.add_argument("--replicas", type=int, default=2, help="replicas of the distributed runs (default 2)")
     parser.add_argument("--images", type=int, default=None,
                         help="images per analyze call (default 2 per replica: every replica gets whole images)")
@@ -80,9 +85,9 @@ def main(argv=None):
     strategy = make_strategy(args.replicas)  # before TF initialises its devices
     import tensorflow as tf
 
+    from benchmarks.bench_speed import inputs_for, load_model, machine_info, write_report
     from pgig_tf.patterns.patterns import Patterns
     from pgig_tf.validation import SoftmaxOutputWarning
-    from benchmarks.bench_speed import inputs_for, load_model, machine_info, write_report
 
     tf.get_logger().setLevel("ERROR")
     warnings.filterwarnings("ignore", category=SoftmaxOutputWarning)

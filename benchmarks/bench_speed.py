@@ -1,4 +1,4 @@
-"""Speed and memory against the hardware limit: every analyzer's time per gradient evaluation / the plain compiled gradient's.
+"""Speed and memory against the hardware limit: each analyzer's time per gradient evaluation / a compiled gradient's.
 
 The limit is the best per-sample time of a compiled `tf.GradientTape` input gradient of one
 output of the same model, over a few batch sizes, in the same process. Each analyzer is timed
@@ -7,6 +7,10 @@ chunks; its ratio is time / (evaluations x limit). Also: fit_patterns against a 
 forward pass, the degradation benchmark's per-method time against its floor (evaluations +
 K+1 forward passes), peak memory of `analyze` at different steps/samples (fresh processes),
 and the number of traces after repeated calls.
+
+The default model is the embedded digits CNN (`pgig_tf.datasets.digits`, trained once and
+cached); `--model vgg16` times Keras' VGG16 with random weights (224x224), `--model PATH` a
+saved `.keras` model. Run from the repository root: `python -m benchmarks.bench_speed`.
 """
 
 import argparse
@@ -21,6 +25,13 @@ import time
 import warnings
 
 import numpy as np
+
+try:  # POSIX only; peak memory is skipped where it is missing
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None
+
+REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Each method at settings that give ~25 evaluations per image, so all are comparable.
 SPEED_METHODS = {
@@ -180,7 +191,8 @@ def time_analyzer(model, name, settings, batch_size, patterns, background, limit
     rounds = [m / (images * evals * g) for m, g in zip(method_seconds, limit_seconds)]
     return {"seconds_per_image": per_image, "evaluations_per_image": evals, "images": images,
             "batch_size": batch_size, "chunk": chunk, "ratio": statistics.median(rounds), "ratio_rounds": rounds,
-            "method_rounds": method_seconds, "limit_rounds": limit_seconds, "ratio_first_limit": per_image / (evals * limit.best),
+            "method_rounds": method_seconds, "limit_rounds": limit_seconds,
+            "ratio_first_limit": per_image / (evals * limit.best),
             "ratio_same_chunk": per_image / (evals * limit.at(chunk)),
             "traces_after_repeats": analyzer.tracing_count}
 
@@ -202,10 +214,11 @@ def levers(model, names, batch_size, patterns, background, limit, repeats, optio
         reference = None
         chosen = [{}] + [{"bfloat16": {"compute_dtype": "bfloat16"}, "jit": {"jit_compile": True}}[o] for o in options]
         for option in chosen:
+            combined = dict(settings, **option)
             analyzer = build_analyzers(model, [name], patterns, background, batch_size, 0,
-                                       settings=lambda _: dict(settings, **option))[name]
+                                       settings=lambda _, combined=combined: combined)[name]
             try:
-                seconds = median_time(lambda: analyzer.analyze(x, neuron_selection=0), repeats) / len(x)
+                seconds = median_time(lambda a=analyzer: a.analyze(x, neuron_selection=0), repeats) / len(x)
             except ValueError as error:  # XLA could not compile this model's loop
                 rows[f"{name} {option}"] = {"error": str(error)}
                 continue
@@ -225,19 +238,19 @@ def levers(model, names, batch_size, patterns, background, limit, repeats, optio
 
 def degradation_vs_floor(model, methods, images, targets, degrader, batch_size, patterns, background, limit,
                          forward, repeats):
-    """Per image and method, the degradation benchmark's own step (analyze, then the K+1 curve points) against its floor.
+    """Per image and method, the degradation benchmark's step (analyze, then the K+1 curve points) against its floor.
 
     The floor is the method's gradient evaluations at the limit plus K+1 compiled forward passes
     at the degrader's chunk size; AUTVC and ranking are numpy work included in the time.
     """
+    from pgig_tf.cli.degradation_benchmark import build_analyzers, method_settings
     from pgig_tf.evaluation.benchmark import DEFAULT_METHODS
     from pgig_tf.evaluation.smoothness import autvc
-    from pgig_tf.cli.degradation_benchmark import build_analyzers, method_settings
 
     analyzers = build_analyzers(model, methods or DEFAULT_METHODS, patterns, background, batch_size, 0)
     rows = {}
     for name, analyzer in analyzers.items():
-        def step():
+        def step(analyzer=analyzer):
             maps = analyzer.analyze(images, neuron_selection=targets)
             degrader.curves(images, maps, targets)
             autvc(maps)
@@ -250,28 +263,83 @@ def degradation_vs_floor(model, methods, images, targets, degrader, batch_size, 
     return rows
 
 
-def peak_memory(model_name, cache_dir, method, settings, batch_size):
-    """Peak resident memory (MB, the kernel's VmHWM) of a fresh process that builds the model and runs one `analyze`.
+def peak_rss_mb():
+    """This process's peak resident memory in MB (getrusage's ru_maxrss), or None without the resource module.
 
-    VmHWM, unlike getrusage's ru_maxrss, is not inherited from the parent across fork/exec.
+    ru_maxrss is in kilobytes on Linux and the BSDs, in bytes on macOS. On Linux a process
+    started by fork/exec begins with its parent's peak, so `peak_memory` starts its workers
+    from a process that has not loaded TensorFlow yet.
     """
-    code = f"""
-import json, numpy as np
-from benchmarks.bench_speed import load_model, inputs_for, make_analyzer
-from pgig_tf import Patterns
-def high_water_mb():
-    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
-m = load_model({model_name!r}, {cache_dir!r})
-p = Patterns({{l.name: np.ones(l.kernel.shape, np.float32) for l in m.layers if hasattr(l, "kernel")}})
-a = make_analyzer(m, {method!r}, {settings!r}, {batch_size}, p, inputs_for(m, 4))
-before = high_water_mb()
-a.analyze(inputs_for(m, 1, seed=2), neuron_selection=0)
-print(json.dumps([before, high_water_mb()]))
-"""
+    if resource is None:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def memory_worker(spec):
+    """Builds the model and one analyzer, runs one `analyze`; returns the peak memory before and after (MB).
+
+    `spec`: {"model", "cache_dir", "method", "settings", "batch_size"}. Meant for a fresh process
+    (`run_worker`), so that the peak is this analysis's alone; with "method" None it only loads
+    the model (which trains and caches the digits CNN the first time).
+    """
+    started = peak_rss_mb()
+    model = load_model(spec["model"], spec["cache_dir"])
+    if spec.get("method") is None:
+        return {"model": model.name, "peak_mb": peak_rss_mb()}
+    from pgig_tf import Patterns
+
+    patterns = Patterns({l.name: np.ones(l.kernel.shape, np.float32) for l in model.layers if hasattr(l, "kernel")})
+    analyzer = make_analyzer(model, spec["method"], spec["settings"], spec["batch_size"], patterns,
+                             inputs_for(model, 4))
+    before = peak_rss_mb()
+    analyzer.analyze(inputs_for(model, 1, seed=2), neuron_selection=0)
+    after = peak_rss_mb()
+    return {"peak_mb": after, "peak_before_analyze_mb": before, "analyze_mb": after - before,
+            "peak_at_start_mb": started}
+
+
+def run_worker(spec):
+    """`memory_worker(spec)` in a fresh process: `python -m benchmarks.bench_speed --worker JSON`.
+
+    The arguments go as JSON on the command line, the result comes back as JSON on the last line
+    of the worker's output.
+    """
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    before, after = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"peak_mb": after, "peak_before_analyze_mb": before, "analyze_mb": after - before}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPOSITORY_ROOT, env.get("PYTHONPATH")) if p)
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_speed", "--worker", json.dumps(spec)],
+                         capture_output=True, text=True, env=env, cwd=REPOSITORY_ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"the memory worker failed (exit code {out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peak_memory(model_name, cache_dir, method, settings, batch_size):
+    """Peak resident memory (MB) of a fresh process that builds the model and runs one `analyze`.
+
+    Call it before the calling process loads TensorFlow: on Linux the worker's ru_maxrss starts
+    at the caller's peak (the result's `peak_at_start_mb` shows where it started).
+    """
+    return run_worker({"model": model_name, "cache_dir": cache_dir, "method": method, "settings": settings,
+                       "batch_size": batch_size})
+
+
+def memory_section(model_name, cache_dir, batch_size=16):
+    """Peak memory of `analyze` for IG at 25 and 100 steps and SmoothGrad at 25 and 100 samples, one process each."""
+    if resource is None:
+        print("peak memory: skipped, it is read with the resource module (getrusage), which this platform lacks")
+        return {"skipped": "no resource module on this platform"}
+    run_worker({"model": model_name, "cache_dir": cache_dir, "method": None})  # trains the digits CNN if not cached
+    memory = {}
+    for name, variants in (("integrated_gradients", ({"steps": 25}, {"steps": 100})),
+                           ("smoothgrad", ({"samples": 25}, {"samples": 100}))):
+        for settings in variants:
+            key = f"{name} {settings}"
+            memory[key] = peak_memory(model_name, cache_dir, name, settings, batch_size)
+            print(f"peak memory, {key}, batch_size {batch_size}: {memory[key]['peak_mb']:.0f} MB "
+                  f"({memory[key]['analyze_mb']:.0f} MB for analyze; the worker started at "
+                  f"{memory[key]['peak_at_start_mb']:.0f} MB)", flush=True)
+    return memory
 
 
 def fit_time(model, data, batch_size, strategy=None):
@@ -345,8 +413,8 @@ def kernel_gradient_time(model, batch_size, repeats):
             return (z, tape.gradient(z, kernel, output_gradients=tf.nn.relu(z)),
                     tape.gradient(z, kernel, output_gradients=tf.cast(z > 0, z.dtype)))
 
-        total += (median_time(lambda: [s.numpy() for s in with_kernel_gradients(x)], repeats)
-                  - median_time(lambda: linear_part(x).numpy(), repeats))
+        total += (median_time(lambda x=x, f=with_kernel_gradients: [s.numpy() for s in f(x)], repeats)
+                  - median_time(lambda x=x, f=linear_part: f(x).numpy(), repeats))
     return total / batch_size
 
 
@@ -408,7 +476,8 @@ def write_report(path, report):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="vgg16", help="vgg16 (weights=None, 224x224), digits, or a .keras file")
+    parser.add_argument("--model", default="digits",
+                        help="digits (the embedded CNN, the default), vgg16 (weights=None, 224x224), or a .keras file")
     parser.add_argument("--methods", default=",".join(SPEED_METHODS))
     parser.add_argument("--limit-batch-sizes", default=None,
                         help="batch sizes of the limit (default 8,16,32,64 for vgg16; 16,64,256 otherwise)")
@@ -431,7 +500,17 @@ def main(argv=None):
                         help="images per step of the degradation benchmark timing (its default batch is 32)")
     parser.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "pgig_tf"))
     parser.add_argument("--out", default="results/bench_speed.json")
+    parser.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)  # one `memory_worker` run, see peak_memory
     args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(memory_worker(json.loads(args.worker))))
+        return
+
+    report = {"model": args.model}
+    if not args.skip_memory:
+        # first, while this process is small: a worker's ru_maxrss starts at its parent's peak
+        report["memory"] = memory_section(args.model, args.cache_dir)
+        write_report(args.out, report)
 
     import tensorflow as tf
 
@@ -446,7 +525,7 @@ def main(argv=None):
     patterns = Patterns({l.name: np.random.default_rng(0).normal(0, 1, l.kernel.shape).astype(np.float32)
                          for l in model.layers if hasattr(l, "kernel")})
     background = inputs_for(model, 8, seed=3)
-    report = {"model": args.model, "machine": machine_info()}
+    report["machine"] = machine_info()
     limit_batch_sizes = args.limit_batch_sizes or ("8,16,32,64" if args.model == "vgg16" else "16,64,256")
     limit = GradientLimit(model, args.repeats, [int(b) for b in limit_batch_sizes.split(",")])
     print(f"limit: {limit.best * 1000:.2f} ms per input gradient (by batch size: "
@@ -489,17 +568,6 @@ def main(argv=None):
         # VGG16 at K = 100 costs minutes per method: only with an explicit --degradation-methods
         report["degradation"] = degradation_section(args, model, patterns, background, limit)
         write_report(args.out, report)
-
-    if not args.skip_memory:
-        memory = {}
-        for name, variants in (("integrated_gradients", ({"steps": 25}, {"steps": 100})),
-                               ("smoothgrad", ({"samples": 25}, {"samples": 100}))):
-            for settings in variants:
-                key = f"{name} {settings}"
-                memory[key] = peak_memory(args.model, args.cache_dir, name, settings, 16)
-                print(f"peak memory, {key}, batch_size 16: {memory[key]['peak_mb']:.0f} MB "
-                      f"({memory[key]['analyze_mb']:.0f} MB for analyze)")
-        report["memory"] = memory
 
     write_report(args.out, report)
     print(f"wrote {args.out}")

@@ -31,7 +31,7 @@ def parse_args(argv=None):
     parser.add_argument("--images-per-batch", type=int, default=32, help="images analysed per step (default 32)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="model evaluations per compiled chunk (default 256 for digits, 64 otherwise: "
-                             "the fastest per evaluation in scripts/bench_speed.py)")
+                             "the fastest per evaluation in benchmarks/bench_speed.py)")
     parser.add_argument("--patch-size", type=int, default=None, help="patch side (default 4 for digits, 9 otherwise)")
     parser.add_argument("--num-steps", type=int, default=None,
                         help="patches perturbed, K (default: all 64 for digits, 100 otherwise)")

@@ -1,11 +1,22 @@
-"""The speed benchmark's bookkeeping: evaluations per method, paired limit timing, one trace per analyzer."""
+"""The speed benchmark's bookkeeping: evaluations per method, paired limit timing, one trace, the memory worker."""
 
 import statistics
+import types
 
+import keras
 import numpy as np
 import pytest
 
-from benchmarks.bench_speed import SPEED_METHODS, GradientLimit, evaluations, paired_times, time_analyzer
+from benchmarks import bench_speed
+from benchmarks.bench_speed import (
+    SPEED_METHODS,
+    GradientLimit,
+    evaluations,
+    memory_worker,
+    paired_times,
+    run_worker,
+    time_analyzer,
+)
 
 
 def test_every_timed_method_runs_about_25_evaluations():
@@ -38,3 +49,36 @@ def test_time_analyzer_ratio_is_the_median_of_its_rounds(conv_model, name):
     np.testing.assert_allclose(row["ratio_rounds"], np.divide(per_evaluation, row["limit_rounds"]), rtol=1e-12)
     assert np.median(row["method_rounds"]) / 2 == pytest.approx(row["seconds_per_image"], rel=1e-12)
     assert row["traces_after_repeats"] == 1  # warm-up and 3 repeats reuse one trace
+
+
+@pytest.mark.parametrize("platform, maxrss, megabytes", [("linux", 3 * 1024, 3.0), ("darwin", 3 * 2**20, 3.0)])
+def test_peak_rss_reads_getrusage_in_the_platforms_unit(monkeypatch, platform, maxrss, megabytes):
+    usage = types.SimpleNamespace(getrusage=lambda who: types.SimpleNamespace(ru_maxrss=maxrss), RUSAGE_SELF=0)
+    monkeypatch.setattr(bench_speed, "resource", usage)
+    monkeypatch.setattr(bench_speed.sys, "platform", platform)
+    assert bench_speed.peak_rss_mb() == megabytes
+
+
+def test_without_the_resource_module_memory_is_skipped_with_a_message(monkeypatch, capsys):
+    monkeypatch.setattr(bench_speed, "resource", None)
+    assert bench_speed.peak_rss_mb() is None
+    assert bench_speed.memory_section("digits", "unused") == {"skipped": "no resource module on this platform"}
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_memory_worker_measures_one_analyze(tmp_path):
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(2, 3, activation="relu", name="c"),
+                              keras.layers.Flatten(), keras.layers.Dense(3, name="out")])
+    model.save(tmp_path / "tiny.keras")
+    row = memory_worker({"model": str(tmp_path / "tiny.keras"), "cache_dir": str(tmp_path),
+                         "method": "integrated_gradients", "settings": {"steps": 4}, "batch_size": 8})
+    assert set(row) == {"peak_mb", "peak_before_analyze_mb", "analyze_mb", "peak_at_start_mb"}
+    assert row["peak_mb"] >= row["peak_before_analyze_mb"] >= row["peak_at_start_mb"] > 0
+    assert row["analyze_mb"] == row["peak_mb"] - row["peak_before_analyze_mb"]
+
+
+def test_worker_process_gets_its_arguments_as_json_and_reports_its_error():
+    # `python -m benchmarks.bench_speed --worker JSON` in a fresh process; a spec without a model
+    # fails before TensorFlow is imported, and its traceback comes back in the error
+    with pytest.raises(RuntimeError, match="(?s)exit code 1.*KeyError: 'model'"):
+        run_worker({"cache_dir": "unused", "method": "gradient"})
