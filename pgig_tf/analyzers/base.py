@@ -9,15 +9,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pgig_tf.model.distribute import check_jit_compile, check_strategy, strategy_scope
 from pgig_tf.core.engine import START_ONE, GradientEngine
+from pgig_tf.core.rules import make_rule, rule_class, rule_name
+from pgig_tf.model.distribute import check_jit_compile, check_strategy, strategy_scope
+from pgig_tf.model.precision import check_compute_dtype
+from pgig_tf.model.spec import ModelSpec, SpecRule
 from pgig_tf.patterns.fitting import fit_patterns
 from pgig_tf.patterns.patterns import Patterns
-from pgig_tf.model.precision import check_compute_dtype
-from pgig_tf.core.rules import make_rule, rule_class, rule_name
-from pgig_tf.model.spec import ModelSpec, SpecRule
 from pgig_tf.validation import (
-    SoftmaxOutputWarning, check_finite_attributions, check_positive_int, check_seed, resolve_neurons,
+    SoftmaxOutputWarning,
+    check_finite_attributions,
+    check_positive_int,
+    check_seed,
+    resolve_neurons,
     softmax_output_message,
 )
 

@@ -8,12 +8,12 @@ independently per sample and per draw; `seed` makes a call reproducible bit for 
 import numpy as np
 import tensorflow as tf
 
+from pgig_tf.analyzers.base import Analyzer
 from pgig_tf.core import aggregators as A
 from pgig_tf.evaluation.degradation import Degrader, aupc
-from pgig_tf.model.distribute import strategy_scope
 from pgig_tf.evaluation.smoothness import autvc
+from pgig_tf.model.distribute import strategy_scope
 from pgig_tf.validation import check_noise_scale, check_positive_int
-from pgig_tf.analyzers.base import Analyzer
 
 
 class _SamplingAnalyzer(Analyzer):

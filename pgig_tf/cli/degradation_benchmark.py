@@ -295,9 +295,8 @@ def main(argv=None):
 
     # first: logical CPU devices (if there are not enough GPUs) must exist before TF initialises
     strategy = make_strategy(args.replicas) if args.replicas > 1 else None
-    import tensorflow as tf
-
     import keras
+    import tensorflow as tf
 
     # every analyzer traces its compiled loop once; TF's "frequent retracing" warning counts
     # traces across analyzers and would be misleading here

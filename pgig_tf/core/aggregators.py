@@ -12,8 +12,15 @@ import numpy as np
 import tensorflow as tf
 
 from pgig_tf.core.noise import (
-    ALPHA_STREAM, BACKGROUND_INDEX_STREAM, UNIFORM, UNIFORM_BASELINE_STREAM, WORDS, keyed_rows,
-    row_ids, sample_min_max, sample_noise,
+    ALPHA_STREAM,
+    BACKGROUND_INDEX_STREAM,
+    UNIFORM,
+    UNIFORM_BASELINE_STREAM,
+    WORDS,
+    keyed_rows,
+    row_ids,
+    sample_min_max,
+    sample_noise,
 )
 
 MEAN, MEAN_SQUARE, VARIANCE = "mean", "mean_square", "variance"

@@ -6,7 +6,6 @@ import warnings
 import tensorflow as tf
 
 from pgig_tf.data import shard_sizes
-
 from pgig_tf.validation import check_positive_int
 
 

@@ -18,9 +18,9 @@ import tensorflow as tf
 from keras import layers as kl
 from keras import tree
 
+from pgig_tf.data import is_whole_data, iterate_batches
 from pgig_tf.model import layer_kinds as L
 from pgig_tf.model import tokens as sequence
-from pgig_tf.data import is_whole_data, iterate_batches
 from pgig_tf.model.graph import functional_of, is_graph_model, run_graph
 from pgig_tf.validation import check_baseline, check_inputs, checked_array, resolve_output
 

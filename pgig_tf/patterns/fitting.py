@@ -7,13 +7,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pgig_tf.core.rules import check_pattern_support
+from pgig_tf.files import atomic_write
 from pgig_tf.model import layer_kinds as L
 from pgig_tf.model.distribute import check_strategy, replica_sums, run_sharded
 from pgig_tf.model.graph import consumers, leaf_layers, run_graph
 from pgig_tf.model.spec import ModelSpec
 from pgig_tf.patterns.patterns import Patterns
-from pgig_tf.core.rules import check_pattern_support
-from pgig_tf.files import atomic_write
 from pgig_tf.validation import check_positive_int
 
 KINDS = ("relu", "linear")

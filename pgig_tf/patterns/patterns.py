@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pgig_tf.model import layer_kinds as L
 from pgig_tf.files import atomic_write
+from pgig_tf.model import layer_kinds as L
 from pgig_tf.model.graph import leaf_layers
 
 _META_KEY = "__pgig_tf_meta__"

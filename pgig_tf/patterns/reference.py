@@ -7,6 +7,7 @@ from pgig_tf.model import layer_kinds as L
 from pgig_tf.model.graph import consumers, leaf_layers
 from pgig_tf.patterns.patterns import Patterns
 
+
 def load_reference_vgg16_patterns(path, model):
     """Reads `imagenet_224_vgg_16.patterns.A_only.npz` (keys A_0..A_15) as `Patterns` for `model`.
 

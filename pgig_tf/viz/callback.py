@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from pgig_tf.analyzers import ANALYZERS, analyzer_class, create_analyzer
 from pgig_tf.patterns.fitting import KINDS, fit_patterns
-from pgig_tf.viz.plots import check_percentile, heatmap_rgb, image_grid, image_rgb, overlay, to_uint8
 from pgig_tf.validation import check_positive_int, check_seed
+from pgig_tf.viz.plots import check_percentile, heatmap_rgb, image_grid, image_rgb, overlay, to_uint8
 
 STYLES = ("heatmap", "overlay")
 

@@ -25,7 +25,7 @@ def test_writes_results_curves_and_heatmaps(tmp_path, cache):
     results = run(tmp_path, cache)
     assert set(results["methods"]) == set(METHODS.split(","))
     assert results["model"]["test_accuracy"] > 0.9  # the cached CNN really learned the digits
-    for name, r in results["methods"].items():
+    for r in results["methods"].values():
         assert len(r["curve"]) == 65 and len(r["stderr"]) == 65 and r["num_images"] == 12
         assert r["aupc"] == pytest.approx(sum((a + b) / 2 for a, b in zip(r["curve"][1:], r["curve"][:-1])))
         assert r["seconds"] > 0

@@ -5,7 +5,6 @@ import os
 import warnings
 
 import pytest
-
 from markdown_code import REPOSITORY, code_blocks
 
 DOCS = os.path.join(REPOSITORY, "docs")

@@ -4,7 +4,6 @@ import os
 import runpy
 
 import pytest
-
 from markdown_code import REPOSITORY
 
 EXAMPLES = ("custom_rule.py", "custom_aggregator.py", "custom_layer.py")

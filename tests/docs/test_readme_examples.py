@@ -3,7 +3,6 @@
 import os
 
 import numpy as np
-
 from markdown_code import REPOSITORY, code_blocks, relative_links
 
 README = os.path.join(REPOSITORY, "README.md")

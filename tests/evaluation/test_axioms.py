@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 from pgig_tf.analyzers import ANALYZERS
-from pgig_tf.evaluation.axioms import AxiomBench, checks as K, criteria as C, networks as N
 from pgig_tf.cli import axioms as cli
+from pgig_tf.evaluation.axioms import AxiomBench
+from pgig_tf.evaluation.axioms import checks as K
+from pgig_tf.evaluation.axioms import criteria as C
+from pgig_tf.evaluation.axioms import networks as N
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import set_random_weights
 from pgig_tf import create_analyzer
-from pgig_tf.evaluation.benchmark import MethodTotals, merge_states, run_benchmark, save_state, state_path
+from pgig_tf.evaluation.benchmark import MethodTotals, merge_states, run_benchmark, state_path
 from pgig_tf.evaluation.degradation import Degrader, aupc
 from pgig_tf.evaluation.smoothness import autvc
 

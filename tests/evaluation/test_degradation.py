@@ -23,7 +23,10 @@ def by_hand(model, images, attributions, patch, steps, replacement, targets=None
         scores = [(a[r * patch:(r + 1) * patch, c * patch:(c + 1) * patch].sum(-1).mean(), r, c)
                   for r in range(rows) for c in range(cols)]
         order = sorted(range(len(scores)), key=lambda j: (-scores[j][0], j))
-        probs = lambda img: keras.ops.convert_to_numpy(keras.ops.softmax(model(img[None])))[0]
+
+        def probs(img):
+            return keras.ops.convert_to_numpy(keras.ops.softmax(model(img[None])))[0]
+
         target = int(np.argmax(probs(image))) if targets is None else targets[i]
         copy, curve = image.copy(), [probs(image)[target]]
         for j in order[:steps]:

@@ -8,8 +8,15 @@ from conftest import set_random_weights
 from pgig_tf.evaluation.degradation import Degrader, aupc
 from pgig_tf.evaluation.imputation import noise_generator, noisy_linear_impute
 from pgig_tf.evaluation.perturbation import (
-    Curves, PerturbationCurves, curve_area, deletion_curves, gaussian_blur, insertion_curves, relevance_ranks,
-    removal_counts, symmetric_relevance_gain,
+    Curves,
+    PerturbationCurves,
+    curve_area,
+    deletion_curves,
+    gaussian_blur,
+    insertion_curves,
+    relevance_ranks,
+    removal_counts,
+    symmetric_relevance_gain,
 )
 from pgig_tf.evaluation.statistics import bootstrap_ci
 
@@ -39,7 +46,9 @@ def numpy_blur(image, sigma):
 def by_hand(model, images, attributions, patch, counts, replacement, mode="remove", order="morf", targets=None,
             sigma=5.0, noise=0.01, seed=0, first_index=0):
     """One copy at a time: units sorted by hand, replaced pixels written with explicit loops."""
-    probs = lambda img: keras.ops.convert_to_numpy(keras.ops.softmax(model(img[None].astype(np.float32))))[0]
+    def probs(img):
+        return keras.ops.convert_to_numpy(keras.ops.softmax(model(img[None].astype(np.float32))))[0]
+
     curves = []
     for i, (image, a) in enumerate(zip(images, attributions)):
         height, width, _ = image.shape

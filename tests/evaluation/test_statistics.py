@@ -6,7 +6,11 @@ from scipy import stats
 
 from pgig_tf.evaluation import statistics
 from pgig_tf.evaluation.statistics import (
-    bootstrap_ci, bootstrap_means, independent_difference_ci, paired_difference_ci, ranks_with_ties,
+    bootstrap_ci,
+    bootstrap_means,
+    independent_difference_ci,
+    paired_difference_ci,
+    ranks_with_ties,
 )
 
 
@@ -44,7 +48,9 @@ def test_coverage_of_a_known_mean_is_nominal():
     narrow_p = stats.t.cdf(0.98 * np.sqrt(49 / 50), 49) * 2 - 1
     wide_p = stats.t.cdf(3.92 * np.sqrt(49 / 50), 49) * 2 - 1
     lo_count, hi_count = int(np.ceil(0.91 * trials)), int(np.floor(0.99 * trials))  # 364 .. 396
-    in_band = lambda p: stats.binom.cdf(hi_count, trials, p) - stats.binom.cdf(lo_count - 1, trials, p)
+    def in_band(p):
+        return stats.binom.cdf(hi_count, trials, p) - stats.binom.cdf(lo_count - 1, trials, p)
+
     assert in_band(correct_p) > 0.99
     assert in_band(narrow_p) < 1e-30
     assert in_band(wide_p) < 1e-3

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import set_random_weights
 import pgig_tf
+from conftest import set_random_weights
 from pgig_tf import Patterns, create_analyzer, fit_patterns, register_layer, unregister_layer
+from pgig_tf.core.rules import make_rule
 from pgig_tf.model.graph import leaf_layers
 from pgig_tf.patterns.fitting import relu_gates
-from pgig_tf.core.rules import make_rule
 
 RULES = ("gradient", "guided_backprop", "pattern_attribution", "pattern_net")
 
@@ -378,8 +378,9 @@ def test_batchnorm_is_treated_as_folded_into_the_preceding_kernel():
     np.testing.assert_allclose(ours["out"], theirs["out"], rtol=1e-3, atol=1e-4 * np.abs(theirs["out"]).max())
 
     for rule in ("pattern_attribution", "pattern_net"):
-        a = tape_gradient(lambda v: make_rule(rule, patterns=ours).forward(model, v), x, 1)
-        b = tape_gradient(lambda v: make_rule(rule, patterns=theirs).forward(folded, v), x, 1)
+        ours_rule, theirs_rule = make_rule(rule, patterns=ours), make_rule(rule, patterns=theirs)
+        a = tape_gradient(lambda v, r=ours_rule: r.forward(model, v), x, 1)
+        b = tape_gradient(lambda v, r=theirs_rule: r.forward(folded, v), x, 1)
         assert np.abs(b).max() > 0
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * np.abs(b).max(), err_msg=rule)
     a = create_analyzer("pgig", model, patterns=ours, steps=4).analyze(x, 1)

@@ -5,9 +5,9 @@ import pytest
 
 from pgig_tf.core.aggregators import GaussianNoise, StraightPath
 from pgig_tf.core.engine import GradientEngine
-from pgig_tf.patterns.patterns import Patterns
-from pgig_tf.model.precision import check_compute_dtype
 from pgig_tf.core.rules import make_rule
+from pgig_tf.model.precision import check_compute_dtype
+from pgig_tf.patterns.patterns import Patterns
 
 RULES = ("gradient", "guided_backprop", "pattern_attribution")
 

@@ -1,7 +1,8 @@
 """Self-tests of the numpy reference implementation (finite differences, hand formulas)."""
 import numpy as np
-import numpy_reference as nr
 import pytest
+
+import numpy_reference as nr
 
 
 def _dense(rng, d_in, d_out, act="linear"):

@@ -6,7 +6,15 @@ import pytest
 
 from pgig_tf import fit_patterns
 from pgig_tf.viz.plots import (
-    diverging_rgb, heatmap, heatmap_rgb, image_for_display, image_grid, image_rgb, overlay, plot_heatmap_grid, to_uint8,
+    diverging_rgb,
+    heatmap,
+    heatmap_rgb,
+    image_for_display,
+    image_grid,
+    image_rgb,
+    overlay,
+    plot_heatmap_grid,
+    to_uint8,
 )
 
 RED, WHITE, BLUE = [1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 1.0]

@@ -5,8 +5,8 @@ import inspect
 import numpy as np
 
 from pgig_tf.analyzers import analyzer_class, analyzer_settings, build_analyzer
-from pgig_tf.patterns.fitting import fit_patterns
 from pgig_tf.evaluation.axioms import networks as N
+from pgig_tf.patterns.fitting import fit_patterns
 
 
 def default_setting(name, key):
