@@ -29,7 +29,8 @@ import tensorflow as tf
 
 from pgig_tf.evaluation.degradation import _to_pixels, aupc, ends_in_softmax, patch_ranks, patch_scores
 from pgig_tf.evaluation.imputation import noise_generator, noisy_linear_impute
-from pgig_tf.validation import check_inputs, check_positive_int, model_io
+from pgig_tf.model.spec import model_io
+from pgig_tf.validation import check_inputs, check_positive_int
 
 ORDERS = ("morf", "lerf")
 MODES = ("remove", "insert")
