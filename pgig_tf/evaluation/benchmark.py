@@ -17,7 +17,7 @@ from pgig_tf.evaluation.degradation import aupc
 from pgig_tf.evaluation.smoothness import autvc
 from pgig_tf.files import atomic_write
 
-# The paper's ten methods (§5) in its order, then SmoothTaylor (seed 002) and the random control.
+# The paper's ten methods (§5) in its order, then SmoothTaylor (Goh et al., 2020) and the random control.
 PAPER_METHODS = (
     "gradient", "input_t_gradient", "integrated_gradients", "smoothgrad_squared", "vargrad",
     "smoothgrad_ig", "expected_gradients", "guided_backprop", "pattern_attribution", "pgig",

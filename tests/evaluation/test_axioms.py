@@ -1,4 +1,4 @@
-"""The axiom checks (seed 003): the constructions are what they claim, and the well-known results come out."""
+"""The axiom checks (Sundararajan et al., 2017): the constructions are what they claim, and the well-known results come out."""
 
 import json
 

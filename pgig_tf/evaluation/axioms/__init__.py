@@ -1,4 +1,4 @@
-"""Which attribution method keeps which axiom of seed 003: constructed networks, the checks, the report."""
+"""Which attribution method keeps which axiom of Integrated Gradients (Sundararajan et al., 2017): constructed networks, the checks, the report."""
 
 from pgig_tf.evaluation.axioms.bench import AxiomBench
 from pgig_tf.evaluation.axioms.checks import (

@@ -1,4 +1,4 @@
-"""The properties of seed 003 (Sundararajan et al., 2017), each measured for one analyzer on a constructed model.
+"""The properties of Integrated Gradients' axioms (Sundararajan et al., 2017), each measured for one analyzer on a constructed model.
 
 Each check returns a dict: `verdict` (see `criteria`), `value` (the measured number the
 verdict is based on), `metric` (what the number is), `budget` (steps/samples used) and
@@ -150,7 +150,7 @@ def completeness(bench, name, ladders=None):
 def sensitivity_a(bench, name):
     """Inputs that differ from the baseline 0 in one feature j with f(x) != f(0) get phi_j != 0.
 
-    Cases: the plateau f = 1 - ReLU(1 - x0) at x0 = 1.5, 2, 3 (seed 003's example), and the
+    Cases: the plateau f = 1 - ReLU(1 - x0) at x0 = 1.5, 2, 3 (the IG paper's example), and the
     deep ReLU network at x = ±1.5 e_j for every j where f(x) != f(0). Expected Gradients gets
     the baseline as its only background sample. Value: the smallest |phi_j| / |Δf|.
     """

@@ -100,7 +100,7 @@ def fmt(value):
 
 
 def pgig_answer(report):
-    """The answer to seed 000 §4.1's open question, from the measured PGIG maps and patterns."""
+    """The answer to the PGIG paper's open question (§4.1), from the measured PGIG maps and patterns."""
     per = report["methods"]["pgig"]["implementation_invariance"]["details"]["constructions"]
     patterns = report["implementation_invariance"]["patterns"]
     over = report["implementation_invariance"].get("over_seeds")
@@ -183,7 +183,7 @@ def to_markdown(report):
         "",
         f"`python scripts/axioms.py --seed {s['seed']}`{' --quick' if s['quick'] else ''} (pgig_tf "
         f"{report['versions']['pgig_tf']}, TensorFlow {report['versions']['tensorflow']}): every analyzer on tiny "
-        "constructed ReLU networks where the right answer is known (seed 003's properties, Sundararajan et al. "
+        "constructed ReLU networks where the right answer is known (the properties of Sundararajan et al. "
         f"2017). Cells: verdict (measured number, budget if not the analyzer's defaults). Holds: ≤ {C.EXACT_TOL:g} "
         f"(float32 round-off); holds approx.: ≤ {C.APPROX_TOL:g} where a step/sample budget explains the error; "
         "sensitivity (a) shows the smallest |φⱼ| / |Δf| instead (0 = violated).",
@@ -192,7 +192,7 @@ def to_markdown(report):
         "",
     ]
     if "pgig_implementation_invariance" in report:
-        out += ["## Is PGIG implementation invariant? (seed 000 §4.1)", "",
+        out += ["## Is PGIG implementation invariant? (PGIG paper §4.1)", "",
                 report["pgig_implementation_invariance"]["answer"], ""]
     out += _invariance_section(report)
     out += _budget_sections(report)
@@ -275,7 +275,7 @@ def _criteria_section(report):
         f"sampling method uses seed {s['seed']}, so two networks get the same noise.", "",
         "- **completeness**: Σᵢ φᵢ = Δf on a 4-8-6-1 ReLU network with non-zero biases, along a budget ladder "
         "for the path and sampling methods (the largest budget is judged).",
-        f"- **sensitivity (a)**: seed 003's plateau f(x) = 1 − ReLU(1 − x₀) at x₀ = "
+        f"- **sensitivity (a)**: the IG paper's plateau f(x) = 1 − ReLU(1 − x₀) at x₀ = "
         f"{', '.join(f'{v:g}' for v in s['plateau_points'])} (baseline 0, Δf = 1), and x = ±1.5 eⱼ on the "
         "4-8-6-1 network for every j with f(x) ≠ f(0); φⱼ must be non-zero. Expected Gradients gets the "
         "baseline as its only background sample.",
