@@ -33,6 +33,7 @@ setup(
             "pgig-fit-patterns=pgig_tf.cli.fit_patterns:main",
             "pgig-sanity-check=pgig_tf.cli.sanity_check:main",
             "pgig-axioms=pgig_tf.cli.axioms:main",
+            "pgig-ground-truth-benchmark=pgig_tf.cli.ground_truth_benchmark:main",
         ],
     },
 )
