@@ -78,3 +78,9 @@ def test_trained_cnn_is_cached(tmp_path):
     assert cached_accuracy == accuracy
     for a, b in zip(model.get_weights(), cached.get_weights()):
         np.testing.assert_array_equal(a, b)
+    stamp = (tmp_path / files[0]).stat().st_mtime_ns
+    _, other_accuracy, (_, bigger) = gt.trained_ground_truth_cnn(str(tmp_path), num_train=64, num_test=32, epochs=1,
+                                                                verbose=False)
+    assert len(bigger.images) == 32 and sorted(path.name for path in tmp_path.iterdir()) == files
+    assert (tmp_path / files[0]).stat().st_mtime_ns == stamp  # loaded, not retrained
+    assert other_accuracy == np.mean(cached.predict(bigger.images, verbose=0).argmax(1) == bigger.labels)
