@@ -1,4 +1,4 @@
-"""docs/cli.md documents every console command of setup.py, and its option lists are the commands' own --help.
+"""docs/cli.md documents every console command of pyproject.toml, and its option lists are the commands' own --help.
 
 `python tests/docs/test_cli_reference.py` rewrites the --help blocks of docs/cli.md from the commands.
 """
@@ -18,9 +18,11 @@ COLUMNS = "100"  # the width the blocks are written at
 
 
 def console_commands():
-    """{command: "module:function"} of setup.py's console_scripts."""
-    with open(os.path.join(REPOSITORY, "setup.py"), encoding="utf-8") as handle:
-        return dict(re.findall(r'"([\w-]+)=([\w.]+:\w+)"', handle.read()))
+    """{command: "module:function"} of pyproject.toml's [project.scripts]."""
+    import tomllib
+
+    with open(os.path.join(REPOSITORY, "pyproject.toml"), "rb") as handle:
+        return dict(tomllib.load(handle)["project"]["scripts"])
 
 
 def help_text(command):
