@@ -1,16 +1,12 @@
 """Runs the model-randomisation sanity check (Adebayo et al., 2018) for several pgig_tf methods; writes a PNG and JSON."""
 
 import argparse
-import inspect
 import json
 import os
 import time
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 DEFAULT_METHODS = "gradient,integrated_gradients,guided_backprop,pattern_attribution,pgig"
 
@@ -67,10 +63,10 @@ def make_factory(name, fit_data, seed):
     `fit` is a no-op for methods with nothing to fit; pattern methods re-fit their patterns on each
     (randomised) model, expected_gradients takes its background from `fit_data`.
     """
-    from pgig_tf import ANALYZERS, create_analyzer
+    from pgig_tf import create_analyzer
+    from pgig_tf.analyzers import analyzer_settings
 
-    accepted = inspect.signature(ANALYZERS[name].__init__).parameters
-    kwargs = {"seed": seed} if "seed" in accepted else {}  # same noise at every step
+    kwargs = {"seed": seed} if "seed" in analyzer_settings(name) else {}  # same noise at every step
 
     def factory(model):
         return create_analyzer(name, model, **kwargs).fit(fit_data, verbose=False)
@@ -79,11 +75,13 @@ def make_factory(name, fit_data, seed):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    import keras
-    import tensorflow as tf
+    from pgig_tf.cli import console
 
-    tf.get_logger().setLevel("ERROR")  # one analyzer per step traces its own function; not a problem here
+    console.prepare()  # also quiets tf.function retracing: one analyzer per step traces its own function
+    args = parse_args(argv)
+    console.import_tensorflow()
+    import keras
+
     # the paper explains the softmax output on purpose (§5); the warning would repeat per method
     from pgig_tf.validation import SoftmaxOutputWarning
 
