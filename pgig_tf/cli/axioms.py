@@ -8,14 +8,16 @@ import time
 
 
 def main(argv=None):
-    from pgig_tf.analyzers import ANALYZERS
+    from pgig_tf.cli import console
+    from pgig_tf.names import ANALYZER_NAMES
 
+    console.prepare()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=os.path.join("results", "axioms"),
                         help="output folder for axioms.json and axioms.md (default: results/axioms/)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the networks and every sampling method")
-    parser.add_argument("--methods", nargs="+", choices=list(ANALYZERS), metavar="NAME",
-                        help="analyzers to check (default: all of " + ", ".join(ANALYZERS) + ")")
+    parser.add_argument("--methods", nargs="+", choices=list(ANALYZER_NAMES), metavar="NAME",
+                        help="analyzers to check (default: all of " + ", ".join(ANALYZER_NAMES) + ")")
     parser.add_argument("--num-data", type=int, default=512, help="samples that fit the patterns (default 512)")
     parser.add_argument("--quick", action="store_true",
                         help="short budget ladders and default budgets for symmetry (a smoke test, not the verdicts)")
@@ -31,6 +33,7 @@ def main(argv=None):
     if args.num_data < 32:
         parser.error(f"--num-data must be at least 32 (Expected Gradients' background), got {args.num_data}")
 
+    console.import_tensorflow()
     from pgig_tf.evaluation.axioms import main_table, run_axioms, to_markdown
 
     start = time.perf_counter()

@@ -20,7 +20,7 @@ EMBEDDED = "digits"
 
 
 def parse_args(argv=None):
-    from pgig_tf.evaluation.benchmark import DEFAULT_METHODS
+    from pgig_tf.names import DEFAULT_METHODS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="results", help="output folder (default results/)")
@@ -46,9 +46,11 @@ def parse_args(argv=None):
     parser.add_argument("--num-background", type=int, default=1000, help="background images for Expected Gradients")
     parser.add_argument("--data-dir", default=None, help="TFDS data directory")
     parser.add_argument("--manual-dir", default=None, help="TFDS manual directory (ImageNet's tar files)")
-    parser.add_argument("--preprocessing", default="caffe225", help="vgg16: caffe225 (reference code) or crop224 (paper text)")
-    parser.add_argument("--weights", default="imagenet",
-                        help="vgg16 weights: imagenet (needs the internet once), none (random), or a local weights file")
+    parser.add_argument("--preprocessing", default=None, choices=["caffe225", "crop224"],
+                        help="--model vgg16 only: caffe225 (reference code, default) or crop224 (paper text)")
+    parser.add_argument("--weights", default=None,
+                        help="--model vgg16 only: imagenet (default; needs the internet once), none (random), "
+                             "or a local weights file")
     parser.add_argument("--patterns", default=None, help="patterns file (default: fitted on the training data)")
     parser.add_argument("--patterns-format", default="npz", choices=["npz", "reference"],
                         help="npz (pgig_tf's) or reference (the PatternNet authors' VGG16 A_0..A_15 file)")
@@ -58,6 +60,9 @@ def parse_args(argv=None):
     parser.add_argument("--shard-index", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=2, help="batches between checkpoints")
     parser.add_argument("--merge", action="store_true", help="combine the shard checkpoints in --out into results")
+    parser.add_argument("--fresh", action="store_true",
+                        help="discard this run's checkpoint in --out and start over (a run restarted without it "
+                             "continues from the checkpoint, or only rewrites the results if it is complete)")
     parser.add_argument("--replicas", type=int, default=1,
                         help="devices to split each batch over (tf.distribute.MirroredStrategy): GPUs if there are "
                              "enough, else logical CPU devices; 1 (default) runs on one device")
@@ -67,6 +72,17 @@ def parse_args(argv=None):
         parser.error(f"--replicas must be a positive integer, got {args.replicas}")
     if not 0 <= args.shard_index < args.num_shards:
         parser.error(f"--shard-index must be in [0, {args.num_shards}), got {args.shard_index}")
+    if args.fresh and args.merge:
+        parser.error("--fresh discards a run's checkpoint; --merge only reads the shards' checkpoints")
+    if args.model == "vgg16":
+        args.preprocessing = args.preprocessing or "caffe225"
+        args.weights = args.weights or "imagenet"
+    elif args.preprocessing is not None or args.weights is not None:
+        parser.error("--preprocessing and --weights apply only to --model vgg16")
+    if args.dataset != EMBEDDED and args.model == EMBEDDED:
+        parser.error("--dataset other than digits needs --model vgg16 or a .keras model file")
+    if args.split is None and args.dataset != EMBEDDED:
+        args.split = "validation" if args.dataset == "imagenet2012" else "test"
     embedded = args.model == EMBEDDED
     args.batch_size = args.batch_size or (256 if embedded else 64)
     args.patch_size = args.patch_size or (4 if embedded else 9)
@@ -139,16 +155,21 @@ def _load_patterns(args, model):
 def digits_setting(args, model=None, strategy=None):
     """The embedded default: the cached digits CNN (or `model`) on held-out digits; patterns fitted on the rest."""
     from pgig_tf.datasets.digits import load_digits_images, trained_digits_cnn
+    from pgig_tf.evaluation.benchmark import predict_batches
     from pgig_tf.model.distribute import mirror_model
     from pgig_tf.patterns.fitting import fit_patterns
 
     if model is None:
-        model, accuracy, (x_train, y_train, x_test, y_test) = trained_digits_cnn(
-            args.cache_dir, seed=args.seed, verbose=not args.quiet)
+        from pgig_tf.cli.console import without_notices
+
+        # training (first run only) under op determinism makes tf.data print an internal notice
+        with without_notices():
+            model, accuracy, (x_train, y_train, x_test, y_test) = trained_digits_cnn(
+                args.cache_dir, seed=args.seed, verbose=not args.quiet)
         name = "digits_cnn"
     else:
         x_train, y_train, x_test, y_test = load_digits_images(args.seed)
-        accuracy = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test))
+        accuracy = float(np.mean(predict_batches(model, x_test).argmax(1) == y_test))
         name = args.model
     count = min(args.num_images or len(x_test), len(x_test))
     model = mirror_model(model, strategy)
@@ -222,15 +243,26 @@ def load_setting(args, strategy=None):
         return digits_setting(args, keras.models.load_model(args.model, compile=False), strategy)
     if args.model == EMBEDDED:
         raise SystemExit("--dataset other than digits needs --model vgg16 or a .keras model file")
+    from pgig_tf.cli.console import plain_tfds_progress
+
+    plain_tfds_progress()  # preparing a dataset draws bars; a log gets none
     if args.split is None:
         args.split = "validation" if args.dataset == "imagenet2012" else "test"
     return tfds_setting(args, strategy)
 
 
 def fingerprint_of(args):
-    keys = ("seed", "methods", "num_images", "images_per_batch", "batch_size", "patch_size", "num_steps",
-            "replacement", "absolute", "true_label", "model", "dataset", "split", "preprocessing", "weights",
-            "patterns", "patterns_format", "num_shards", "num_background")
+    """The settings that decide a run's numbers (its checkpoint's identity); only those that apply to the run."""
+    keys = ["seed", "methods", "num_images", "images_per_batch", "batch_size", "patch_size", "num_steps",
+            "replacement", "absolute", "true_label", "model", "dataset"]
+    if args.dataset != EMBEDDED:
+        keys.append("split")
+    if args.model == "vgg16":
+        keys += ["preprocessing", "weights"]
+    keys.append("patterns")
+    if args.patterns:
+        keys.append("patterns_format")
+    keys += ["num_shards", "num_background"]
     return {key: getattr(args, key) for key in keys}
 
 
@@ -243,6 +275,16 @@ def versions():
     return {"pgig_tf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
             "numpy": np.__version__, "python": sys.version.split()[0], "machine": platform.platform(),
             "cpu_count": os.cpu_count()}
+
+
+def example_row_titles(data):
+    """Row titles of the example heatmaps: the true class (when known) and the predicted class of each image."""
+    if "__predictions__" not in data:
+        return None
+    predicted = data["__predictions__"]
+    labels = data["__labels__"] if "__labels__" in data else [None] * len(predicted)
+    return [(f"true {int(label)}\n" if label is not None else "") + f"predicted {int(p)}"
+            for label, p in zip(labels, predicted)]
 
 
 def write_results(out, fingerprint, totals, model_info, examples_path):
@@ -263,7 +305,8 @@ def write_results(out, fingerprint, totals, model_info, examples_path):
         with np.load(examples_path) as data:
             images = data["__images__"]
             maps = {name: data[name] for name in totals if name in data.files}
-        plot_heatmap_grid(images, maps, os.path.join(out, "heatmaps.png"))
+            titles = example_row_titles({key: data[key] for key in data.files if key.startswith("__")})
+        plot_heatmap_grid(images, maps, os.path.join(out, "heatmaps.png"), row_titles=titles)
     return results
 
 
@@ -274,9 +317,54 @@ def print_table(results):
         print(f"{name:<22}{r['aupc']:>9.3f}{r['autvc']:>9.3f}{r['seconds_per_image']:>10.4f}")
 
 
+def discard_checkpoint(path):
+    """--fresh: removes this run's checkpoint; returns True if there was one."""
+    if not os.path.exists(path):
+        return False
+    os.remove(path)
+    return True
+
+
+def read_model_info(path):
+    """model_info.json of an earlier run ({} if it is gone)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def previous_state(path, fingerprint):
+    """The checkpoint of an earlier run with these settings, or None; exits before any work if its settings differ."""
+    from pgig_tf.evaluation.benchmark import load_state
+
+    try:
+        return load_state(path, fingerprint)
+    except ValueError as error:
+        raise SystemExit(f"{error}\n(--fresh discards it and starts over)") from None
+
+
+def finish(args, fingerprint, totals, model_info, examples_path, started, summary):
+    """Writes results.json and the figures (one shard: only says it is done), printing what this run did."""
+    if args.num_shards > 1:
+        print(f"shard {args.shard_index} of {args.num_shards} done ({summary}); "
+              "run again with --merge when all are")
+        return
+    results = write_results(args.out, fingerprint, totals, model_info, examples_path)
+    print_table(results)
+    accuracy = model_info.get("test_accuracy")
+    accuracy = "test accuracy " + (f"{accuracy:.3f}; " if isinstance(accuracy, float) else "not measured; ")
+    print(f"{accuracy}{summary}; {time.perf_counter() - started:.0f} s in all (this run); "
+          f"wrote {os.path.join(args.out, 'results.json')}, curves.png, heatmaps.png")
+
+
 def main(argv=None):
+    from pgig_tf.cli import console
+
+    console.prepare()
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    started = time.perf_counter()
+    console.import_tensorflow()
     from pgig_tf.evaluation.benchmark import merge_states, run_benchmark, state_path
 
     info_path = os.path.join(args.out, "model_info.json")
@@ -291,6 +379,22 @@ def main(argv=None):
         print_table(write_results(args.out, fingerprint, totals, model_info, examples_path))
         return
 
+    fingerprint = fingerprint_of(args)
+    checkpoint = state_path(args.out, args.shard_index, args.num_shards)
+    if args.fresh and discard_checkpoint(checkpoint):
+        print(f"--fresh: discarded the checkpoint {checkpoint}")
+    previous = previous_state(checkpoint, fingerprint)
+    done_before = previous["batches_done"] if previous is not None else 0
+    known_total = previous.get("num_batches") if previous is not None else None  # recorded since --fresh exists
+    if known_total and done_before >= known_total:
+        # nothing left to compute: no model, patterns or analyzers are built
+        print("already complete (use --fresh to recompute)")
+        finish(args, fingerprint, previous["totals"], read_model_info(info_path), examples_path, started,
+               f"nothing recomputed: all {known_total} batches and their s/image come from an earlier run")
+        return
+    if known_total and done_before:
+        print(f"resuming: {done_before} of {known_total} batches done")
+
     from pgig_tf.model.distribute import make_strategy
 
     # first: logical CPU devices (if there are not enough GPUs) must exist before TF initialises
@@ -298,30 +402,31 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    # every analyzer traces its compiled loop once; TF's "frequent retracing" warning counts
-    # traces across analyzers and would be misleading here
-    tf.get_logger().setLevel("ERROR")
     # the paper explains the softmax output on purpose (§5); the warning would repeat per method
     from pgig_tf.validation import SoftmaxOutputWarning
 
     warnings.filterwarnings("ignore", category=SoftmaxOutputWarning)
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
-    started = time.perf_counter()
     setting = load_setting(args, strategy)
     model_info = dict(setting.description, test_accuracy=setting.accuracy, replicas=args.replicas)
     with open(info_path, "w") as handle:
         json.dump(model_info, handle, indent=1)
+    num_batches = -(-setting.num_images // args.images_per_batch)
+    if not known_total and done_before >= num_batches:  # a checkpoint that does not record num_batches
+        print("already complete (use --fresh to recompute)")
+        finish(args, fingerprint, previous["totals"], model_info, examples_path, started,
+               f"nothing recomputed: all {num_batches} batches and their s/image come from an earlier run")
+        return
+    if not known_total and done_before:
+        print(f"resuming: {done_before} of {num_batches} batches done")
     from pgig_tf.evaluation.degradation import Degrader
 
     degrader = Degrader(setting.model, args.patch_size, args.num_steps, args.replacement, args.absolute,
                         args.batch_size)
     analyzers = build_analyzers(setting.model, args.methods, setting.patterns, setting.background,
                                 args.batch_size, args.seed, strategy=strategy)
-    batches = ((images, labels if args.true_label else None) for images, labels in setting.batches)
-    num_batches = -(-setting.num_images // args.images_per_batch)
-    fingerprint = fingerprint_of(args)
-    checkpoint = state_path(args.out, args.shard_index, args.num_shards)
+    batches = ((images, labels if args.true_label else None, labels) for images, labels in setting.batches)
     state, examples = run_benchmark(
         analyzers, degrader, batches, num_batches, checkpoint, fingerprint,
         checkpoint_every=args.checkpoint_every, keep_examples=6 if args.shard_index == 0 else 0,
@@ -330,13 +435,13 @@ def main(argv=None):
     )
     if examples:
         np.savez(examples_path, **examples)
-    if args.num_shards == 1:
-        results = write_results(args.out, fingerprint, state["totals"], model_info, examples_path)
-        print_table(results)
-        print(f"test accuracy {setting.accuracy}; {time.perf_counter() - started:.0f} s in all; wrote "
-              f"{os.path.join(args.out, 'results.json')}, curves.png, heatmaps.png")
+    computed = num_batches - done_before
+    if done_before:
+        summary = (f"this run computed the last {computed} of {num_batches} batches; s/image covers all of them, "
+                   "the earlier run's included")
     else:
-        print(f"shard {args.shard_index} of {args.num_shards} done; run again with --merge when all are")
+        summary = f"this run computed all {num_batches} batches"
+    finish(args, fingerprint, state["totals"], model_info, examples_path, started, summary)
 
 
 if __name__ == "__main__":

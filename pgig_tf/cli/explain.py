@@ -52,26 +52,51 @@ def row_titles(paths, outputs, explained=None):
 
 
 def main(argv=None):
-    from pgig_tf.analyzers import ANALYZERS, analyzer_class
+    from pgig_tf.cli import console
+    from pgig_tf.names import ANALYZER_NAMES
 
+    console.prepare()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="a Keras model file (.keras or .h5)")
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     parser.add_argument("--methods", default="gradient,integrated_gradients,guided_backprop,pattern_attribution,pgig",
-                        help=f"comma-separated, from: {', '.join(ANALYZERS)}")
-    parser.add_argument("--patterns", help="patterns .npz for the pattern methods (see scripts/fit_patterns.py)")
-    parser.add_argument("--background", help="a .npy of preprocessed inputs: Expected Gradients' background")
+                        help=f"comma-separated, from: {', '.join(ANALYZER_NAMES)}")
+    parser.add_argument("--patterns", help="patterns .npz for the pattern methods, from pgig-fit-patterns "
+                                           "(without it they are skipped)")
+    parser.add_argument("--background", help="a .npy of preprocessed inputs: Expected Gradients' background "
+                                             "(without it expected_gradients is skipped)")
     parser.add_argument("--preprocessing", default="unit", choices=PREPROCESSING,
                         help="unit: [-1, 1] (default); zero_one: [0, 1]; caffe: VGG16's BGR mean subtraction; none")
     parser.add_argument("--neuron", type=int, default=None, help="output unit to explain (default: the prediction)")
     parser.add_argument("--out", default="results/explain.png")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [name for name in names if name not in ANALYZER_NAMES]
+    if unknown or not names:
+        parser.error(f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
+                     f"choose from {', '.join(ANALYZER_NAMES)}")
 
+    console.import_tensorflow()
     import keras
 
     from pgig_tf import Patterns, create_analyzer
+    from pgig_tf.analyzers import analyzer_class
     from pgig_tf.viz.plots import plot_heatmap_grid
+
+    # decided before any work: a method that lacks its input is skipped, never failed on later
+    methods = []
+    for name in names:
+        if analyzer_class(name).rule_needs_patterns() and not args.patterns:
+            print(f"skipping {name}: it needs patterns; fit them with pgig-fit-patterns --model {args.model} "
+                  "--dataset DATASET (or pgig_tf.fit_patterns in Python) and pass --patterns FILE.npz")
+        elif analyzer_class(name).uses_background and not args.background:
+            print(f"skipping {name}: it needs background inputs; pass --background FILE.npy "
+                  "(inputs preprocessed like the images, e.g. training images)")
+        else:
+            methods.append(name)
+    if not methods:
+        raise SystemExit("nothing to explain: every method was skipped")
 
     model = keras.models.load_model(args.model, compile=False)
     _, height, width, channels = model.inputs[0].shape
@@ -80,17 +105,11 @@ def main(argv=None):
     outputs = model.predict(x, verbose=0).reshape(len(x), -1)
     targets = outputs.argmax(1) if args.neuron is None else np.full(len(x), args.neuron)
     maps = {}
-    for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        if name not in ANALYZERS:
-            raise SystemExit(f"unknown method {name!r}; choose from {', '.join(ANALYZERS)}")
+    for name in methods:
         kwargs = {}
         if analyzer_class(name).rule_needs_patterns():
-            if patterns is None:
-                raise SystemExit(f"{name} needs --patterns (fit them with scripts/fit_patterns.py)")
             kwargs["patterns"] = patterns
         if analyzer_class(name).uses_background:
-            if not args.background:
-                raise SystemExit("expected_gradients needs --background (a .npy of preprocessed inputs)")
             kwargs["baselines"] = np.load(args.background)
         analyzer = create_analyzer(name, model, **kwargs)
         analyzer.seed = args.seed  # used by the sampling methods only

@@ -9,6 +9,9 @@ import os
 
 
 def main(argv=None):
+    from pgig_tf.cli import console
+
+    console.prepare()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="digits", help="digits (default), vgg16, or a .keras model file")
     parser.add_argument("--dataset", default="digits", help="digits (default) or a TFDS image dataset name")
@@ -26,6 +29,7 @@ def main(argv=None):
     parser.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "pgig_tf"))
     args = parser.parse_args(argv)
 
+    console.import_tensorflow()
     import keras
 
     from pgig_tf import fit_patterns
@@ -43,6 +47,8 @@ def main(argv=None):
         data = x_train[: args.num_images]
     else:
         from pgig_tf.datasets import imagenet
+
+        console.plain_tfds_progress()  # preparing a dataset draws bars; a log gets none
 
         if args.model == "vgg16":
             preprocess, size = imagenet.PREPROCESSING[args.preprocessing]

@@ -6,10 +6,7 @@ import os
 import time
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 DEFAULT_METHODS = "gradient,integrated_gradients,guided_backprop,pattern_attribution,pgig"
 
@@ -66,9 +63,9 @@ def make_factory(name, fit_data, seed):
     `fit` is a no-op for methods with nothing to fit; pattern methods re-fit their patterns on each
     (randomised) model, expected_gradients takes its background from `fit_data`.
     """
-    from pgig_tf import ANALYZERS, create_analyzer
+    from pgig_tf.analyzers import analyzer_class, create_analyzer
 
-    kwargs = {"seed": seed} if ANALYZERS[name].random else {}  # same noise at every step
+    kwargs = {"seed": seed} if analyzer_class(name).random else {}  # same noise at every step
 
     def factory(model):
         return create_analyzer(name, model, **kwargs).fit(fit_data, verbose=False)
@@ -77,11 +74,13 @@ def make_factory(name, fit_data, seed):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    import keras
-    import tensorflow as tf
+    from pgig_tf.cli import console
 
-    tf.get_logger().setLevel("ERROR")  # one analyzer per step traces its own function; not a problem here
+    console.prepare()  # also quiets tf.function retracing: one analyzer per step traces its own function
+    args = parse_args(argv)
+    console.import_tensorflow()
+    import keras
+
     # the paper explains the softmax output on purpose (§5); the warning would repeat per method
     from pgig_tf.validation import SoftmaxOutputWarning
 

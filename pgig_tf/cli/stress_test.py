@@ -42,7 +42,7 @@ def run(mean=0.0, std=0.5, seed=0, steps=25):
 
 
 def plot(arrays, path):
-    """Fig. 2 as line plots: target, signal, distractor, input; then IG, PA, PGIG per input dimension."""
+    """Fig. 2 as line plots, panels (a)-(g): target, signal, distractor, input; IG, PA, PGIG per input dimension."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,37 +50,43 @@ def plot(arrays, path):
 
     z = arrays["z"]
     panels = [
-        ("(a) target y = 1 - ReLU(1 - z)", None),
-        ("(b) signal s", "signal"),
-        ("(b) distractor d", "distractor"),
-        ("(b) input x = s + d", "x"),
-        ("(d) Integrated Gradients", "integrated_gradients"),
-        ("(d) PatternAttribution", "pattern_attribution"),
-        ("(d) Pattern-Guided IG", "pgig"),
+        ("target y = 1 - ReLU(1 - z)", None),
+        ("signal s", "signal"),
+        ("distractor d", "distractor"),
+        ("input x = s + d", "x"),
+        ("Integrated Gradients", "integrated_gradients"),
+        ("PatternAttribution", "pattern_attribution"),
+        ("Pattern-Guided IG", "pgig"),
     ]
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
+    fig, axes = plt.subplots(2, 4, figsize=(12, 6.4), sharex=True, layout="constrained")
     axes = axes.ravel()
-    for axis, (title, key) in zip(axes, panels):
+    for letter, axis, (title, key) in zip("abcdefg", axes, panels):
         if key is None:
-            axis.plot(z, arrays["y"], color="black")
+            axis.plot(z, arrays["y"], color="black", lw=1.5)
         else:
-            axis.plot(z, arrays[key][:, 0], color="tab:red", lw=1, label="x1 (signal dim)")
-            axis.plot(z, arrays[key][:, 1], color="tab:blue", lw=1, ls="--", label="x2 (distractor dim)")
+            axis.plot(z, arrays[key][:, 0], color="tab:red", lw=1, label="x1 (signal dimension)")
+            axis.plot(z, arrays[key][:, 1], color="tab:blue", lw=1, ls="--", label="x2 (distractor dimension)")
         axis.axhline(0, color="grey", lw=0.5)
-        axis.axvline(1, color="grey", lw=0.5, ls=":")
-        axis.set_title(title)
-        axis.set_xlabel("z")
-    axes[1].legend(loc="upper left", fontsize=8)
+        axis.axvline(1, color="grey", lw=0.8, ls=":")
+        axis.set_title(f"({letter}) {title}", fontsize=13)
+        axis.tick_params(labelsize=11)
+        axis.tick_params(axis="x", labelbottom=True)
+        axis.set_xlabel("z", fontsize=12)
     axes[-1].axis("off")
-    axes[-1].text(0, 0.5, "dotted line: z = 1,\nthe plateau starts\n\nred: signal dimension x1\nblue: distractor dimension x2",
-                  fontsize=10, va="center")
-    fig.suptitle("PGIG stress test (Schwarzenberg & Castle 2020, Fig. 2)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    handles, labels = axes[1].get_legend_handles_labels()
+    axes[-1].legend(handles, labels, loc="upper left", fontsize=12, frameon=False)
+    axes[-1].text(0.02, 0.45, "attributions (e)-(g) per input\ndimension, against z\n\n"
+                  "dotted line: z = 1,\nwhere the plateau starts", fontsize=12, va="top",
+                  transform=axes[-1].transAxes)
+    fig.suptitle("PGIG stress test (after Schwarzenberg & Castle 2020, Fig. 2)", fontsize=14)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def main(argv=None):
+    from pgig_tf.cli import console
+
+    console.prepare()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="results", help="output folder (default: results/)")
     parser.add_argument("--distractor-mean", type=float, default=0.0, help="mean of eps (default 0)")
@@ -88,6 +94,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=25, help="IG/PGIG steps m (default 25)")
     args = parser.parse_args(argv)
+    console.import_tensorflow()
     arrays, summary = run(args.distractor_mean, args.distractor_std, args.seed, args.steps)
     os.makedirs(args.out, exist_ok=True)
     png = os.path.join(args.out, "stress_test.png")

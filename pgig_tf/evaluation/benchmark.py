@@ -10,19 +10,13 @@ import json
 import os
 import time
 
-import keras
 import numpy as np
 
 from pgig_tf.evaluation.degradation import aupc
 from pgig_tf.evaluation.smoothness import autvc
 from pgig_tf.files import atomic_write
-
-# The paper's ten methods (§5) in its order, then SmoothTaylor (Goh et al., 2020) and the random control.
-PAPER_METHODS = (
-    "gradient", "input_t_gradient", "integrated_gradients", "smoothgrad_squared", "vargrad",
-    "smoothgrad_ig", "expected_gradients", "guided_backprop", "pattern_attribution", "pgig",
-)
-DEFAULT_METHODS = PAPER_METHODS + ("smooth_taylor", "random")
+from pgig_tf.names import DEFAULT_METHODS, PAPER_METHODS  # noqa: F401 (kept importable from here)
+from pgig_tf.progress import Progress
 
 
 class MethodTotals:
@@ -114,27 +108,71 @@ def save_state(path, state):
         json.dump(data, handle)
 
 
+def predict_batches(model, x, batch_size=32):
+    """`model.predict(x)` in batches of `batch_size` through `predict_on_batch`, without a tf.data pipeline.
+
+    The same compiled prediction on the same batches as `model.predict` (default batch size
+    32); under `tf.config.experimental.enable_op_determinism()` Keras' tf.data pipeline for a
+    last, partial batch makes TensorFlow log an internal error line, which this avoids.
+    """
+    return np.concatenate([np.asarray(model.predict_on_batch(x[start:start + batch_size]))
+                           for start in range(0, len(x), batch_size)])
+
+
+def choose_examples(classes, count):
+    """Indices of `count` samples showing as many classes as possible: the first sample of each class, in order.
+
+    If there are fewer classes than `count`, the earliest remaining samples fill up; the
+    indices are returned in increasing order.
+    """
+    firsts, seen = [], set()
+    for index, label in enumerate(np.asarray(classes).tolist()):
+        if label not in seen:
+            seen.add(label)
+            firsts.append(index)
+    chosen = set(firsts)
+    rest = [index for index in range(len(classes)) if index not in chosen]
+    return sorted((firsts + rest)[:count])
+
+
 def run_benchmark(analyzers, degrader, batches, num_batches, checkpoint, fingerprint, smoothness_scales=None,
                   checkpoint_every=5, batch_seed=None, keep_examples=0, verbose=True):
-    """Runs every analyzer on every batch (images, labels, targets) and returns the state with its totals.
+    """Runs every analyzer on every batch and returns (the state with its totals, the kept examples).
 
-    `analyzers`: name -> analyzer. `batches`: an iterable of (images, targets or None);
+    `analyzers`: name -> analyzer. `batches`: an iterable of (images, targets or None) or
+    (images, targets or None, true labels); targets None explains the clean prediction.
     `checkpoint`: path of the JSON checkpoint; batches already in it are skipped.
     `batch_seed(batch_index)` reseeds the random methods per batch so that no two batches
-    share noise. The first `keep_examples` images' maps are kept in the state for plotting.
+    share noise. `keep_examples` images of the first batch, of different classes where
+    possible (true labels if given, else predicted; see `choose_examples`), are kept with
+    their maps for plotting: examples holds each method's maps and "__images__",
+    "__predictions__" (predicted classes), "__labels__" (true classes, if given).
     """
     state = load_state(checkpoint, fingerprint) or {
         "fingerprint": fingerprint,
         "batches_done": 0,
         "totals": {name: MethodTotals(degrader.num_steps + 1) for name in analyzers},
     }
+    state["num_batches"] = num_batches
     examples = {}
-    progress = keras.utils.Progbar(num_batches, unit_name="batch") if verbose else None
-    for index, (images, targets) in enumerate(batches):
+    progress = Progress(num_batches, "batch", start=state["batches_done"]) if verbose else None
+    for index, batch in enumerate(batches):
         if index < state["batches_done"]:
             continue  # counted before a restart
+        images, targets = batch[0], batch[1]
+        labels = batch[2] if len(batch) > 2 else None
+        predictions = None
+        if targets is None or (index == 0 and keep_examples):
+            predictions = np.argmax(predict_batches(degrader.model, images).reshape(len(images), -1), axis=1)
         if targets is None:
-            targets = np.argmax(degrader.model.predict(images, verbose=0).reshape(len(images), -1), axis=1)
+            targets = predictions
+        kept = None
+        if index == 0 and keep_examples:
+            kept = choose_examples(predictions if labels is None else labels, keep_examples)
+            examples["__images__"] = images[kept]
+            examples["__predictions__"] = predictions[kept]
+            if labels is not None:
+                examples["__labels__"] = np.asarray(labels)[kept]
         for name, analyzer in analyzers.items():
             if batch_seed is not None and hasattr(analyzer, "seed"):
                 analyzer.seed = batch_seed(index)
@@ -144,10 +182,8 @@ def run_benchmark(analyzers, degrader, batches, num_batches, checkpoint, fingerp
             curves = degrader.curves(images, maps, targets)
             end = time.perf_counter()
             state["totals"][name].add(curves, autvc(maps, smoothness_scales), middle - start, end - middle)
-            if index == 0 and keep_examples:
-                examples[name] = maps[:keep_examples]
-        if index == 0 and keep_examples:
-            examples["__images__"] = images[:keep_examples]
+            if kept is not None:
+                examples[name] = maps[kept]
         state["batches_done"] = index + 1
         if state["batches_done"] % checkpoint_every == 0:
             save_state(checkpoint, state)

@@ -227,37 +227,51 @@ def plot_randomization(result, path, title=None):
     """PNG of the mean Spearman correlation (band: ± one std over the inputs) per step; one line per analyzer.
 
     `result` is a `RandomizationResult` or a dict name -> result (all over the same model's layers).
+    The figure says which way is good: the maps of a method that depends on what the model
+    learned decorrelate from the original ones as layers are randomised (correlation near 0).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pgig_tf.viz.plots import method_styles
+
     results = result if isinstance(result, dict) else {"": result}
     first = next(iter(results.values()))
     labels = first.step_labels
     steps = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) + 2.5), 4.5))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(labels) + 4.0), 5.2), layout="constrained")
+    styles = method_styles([name for name in results if name])
     for name, res in results.items():
         if res.step_labels != labels:
             raise ValueError(f"result {name!r} was computed over other layers than the first result")
         mean, std = res.mean, res.std
-        (line,) = ax.plot(steps, mean, marker="o", label=name or None)
-        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.18, linewidth=0)
+        colour, linestyle, marker = styles.get(name, ("tab:blue", "-", "o"))
+        ax.plot(steps, mean, color=colour, ls=linestyle, lw=2, marker=marker or "o", markersize=6, label=name or None)
+        ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.15, linewidth=0)
     ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
     ax.set_xticks(steps)
-    ax.set_xticklabels(labels, rotation=30, ha="right")
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=11)
+    ax.tick_params(axis="y", labelsize=11)
     ax.set_ylim(-1.05, 1.05)
     kind = "cascading" if first.mode == "cascading" else "independent"
-    ax.set_xlabel(f"layers randomised from the top ({kind})")
+    ax.set_xlabel(f"layers randomised from the top ({kind})", fontsize=12)
     of = "|attribution|" if first.absolute else "attribution"
-    ax.set_ylabel(f"Spearman rank correlation of {of}\nwith the original (mean ± std over inputs)")
-    ax.set_title(title or "Model-randomisation sanity check")
+    ax.set_ylabel(f"Spearman rank correlation of {of}\nwith the original (mean ± std over inputs)", fontsize=12)
+    ax.set_title((title or "Model-randomisation sanity check")
+                 + "\ngood: falling to 0, as maps that depend on the learned weights decorrelate once those are random",
+                 fontsize=12)
+    # the direction, beside the axis: an arrow from 1 (maps ignore the weights) down to 0 (decorrelated)
+    top, zero = (1.0 + 1.05) / 2.1, 1.05 / 2.1  # correlations 1 and 0 as fractions of the axis
+    ax.annotate("", xy=(1.025, zero), xytext=(1.025, top), xycoords="axes fraction",
+                arrowprops={"arrowstyle": "-|>", "color": "black", "lw": 1.5})
+    ax.text(1.045, top, "worse:\nmaps ignore\nthe weights", transform=ax.transAxes, fontsize=11, va="top", ha="left")
+    ax.text(1.045, zero, "better:\ndecorrelated", transform=ax.transAxes, fontsize=11, va="center", ha="left")
     ax.grid(alpha=0.3)
     if any(results):
-        ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.035, 0.4), fontsize=11, frameon=False)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 

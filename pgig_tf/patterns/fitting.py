@@ -14,6 +14,7 @@ from pgig_tf.model.distribute import check_strategy, replica_sums, run_sharded
 from pgig_tf.model.graph import consumers, leaf_layers, run_graph
 from pgig_tf.model.spec import ModelSpec
 from pgig_tf.patterns.patterns import Patterns
+from pgig_tf.progress import Progress
 from pgig_tf.validation import check_positive_int
 
 KINDS = ("relu", "linear")
@@ -198,8 +199,8 @@ def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoi
         run_sharded(strategy, accumulate_shard, inputs)
 
     batches, total = spec.iterate_batches(data, batch_size)
-    progress = keras.utils.Progbar(total, unit_name="batch") if verbose else None
     batches_done, num_samples = _restore(checkpoint, statistics, kind) if checkpoint else (0, 0)
+    progress = Progress(total, "fit_patterns: batch", start=batches_done) if verbose else None
     for step, batch in enumerate(batches, start=1):
         if step <= batches_done:
             continue  # counted before a restart
@@ -210,6 +211,8 @@ def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoi
             _save(checkpoint, statistics, kind, step, num_samples)
         if progress is not None:
             progress.update(step)
+    if progress is not None:
+        progress.close()
     if num_samples == 0:
         raise ValueError("data is empty: it must hold at least one sample to fit patterns on, got none")
     arrays = {name: stats.pattern() for name, stats in statistics.items()}

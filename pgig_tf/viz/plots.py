@@ -118,58 +118,130 @@ def to_uint8(rgb):
     return np.round(np.clip(np.asarray(rgb, dtype=np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def wrapped_name(name, width=10):
+    """`name` on two lines if it is longer than `width`: broken after the underscore nearest its middle."""
+    underscores = [i for i, char in enumerate(name) if char == "_"]
+    if len(name) <= width or not underscores:
+        return name
+    cut = min(underscores, key=lambda i: abs(i - len(name) / 2))
+    return name[:cut + 1] + "\n" + name[cut + 1:]
+
+
 def plot_heatmap_grid(images, maps, path, row_titles=None, percentile=99.5):
     """A grid: one row per image (the image first), one column per method; `maps` is name -> (n, H, W, C).
 
-    `row_titles` (one per image) title each row's image, and then every panel has its own title.
+    Method names head the columns; `row_titles` (one per image, e.g. true and predicted class)
+    label the rows on the left. Each map is scaled on its own (`heatmap`: divided by its
+    `percentile` of |map|, clipped to [-1, 1]) and drawn in the diverging colours of
+    `diverging_rgb`; a colour bar says so.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    names = list(maps)
+    rows, cols = len(images), len(names) + 1
+    if row_titles is not None and len(row_titles) != rows:
+        raise ValueError(f"row_titles must hold one title per image ({rows}), got {len(row_titles)}")
+    panel = 1.0  # inches per image at 100 dpi
+    label_width = 1.5 if row_titles else 0.3
+    # at least 3.4 inches high, so that the colour bar's label fits beside a grid of one or two rows
+    fig, axes = plt.subplots(rows, cols, figsize=(label_width + panel * cols + 1.2, max(0.9 + panel * rows, 3.4)),
+                             squeeze=False, layout="constrained")
+    for r, image in enumerate(images):
+        axes[r, 0].imshow(image_for_display(image), cmap="gray")
+        if row_titles:
+            axes[r, 0].set_ylabel(row_titles[r], rotation=0, ha="right", va="center", fontsize=13, labelpad=6)
+        for c, name in enumerate(names, start=1):
+            axes[r, c].imshow(heatmap_rgb(maps[name][r], percentile))
+    for c, title in enumerate(["input"] + [wrapped_name(name) for name in names]):
+        axes[0, c].set_title(title, fontsize=11)
+    for axis in axes.ravel():
+        axis.set_xticks([])
+        axis.set_yticks([])
+    # diverging_rgb is matplotlib's 'bwr' computed exactly, so this bar shows the maps' colours
+    bar = fig.colorbar(ScalarMappable(Normalize(-1.0, 1.0), "bwr"), ax=axes, ticks=[-1.0, 0.0, 1.0],
+                       fraction=0.02, pad=0.01, aspect=30)
+    bar.ax.set_yticklabels(["-1", "0", "+1"], fontsize=12)
+    bar.set_label(f"each map / its own\n{percentile:g}th percentile of |map|\n(clipped to ±1)", fontsize=11)
+    fig.suptitle("attributions: red positive, blue negative", fontsize=15)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# Every known method's (colour, line style, marker) in degradation plots: no two share a
+# colour, and methods whose curves lie close together (IG and SmoothGrad-IG, SmoothGrad² and
+# VarGrad) differ in line style and marker as well. The random control is a plain black line.
+METHOD_STYLES = {
+    "input_t_gradient": ("#ff7f0e", "-", "o"),
+    "smoothgrad_ig": ("#17becf", "--", "v"),
+    "integrated_gradients": ("#1f77b4", "-", "^"),
+    "gradient": ("#9467bd", "-.", "<"),
+    "expected_gradients": ("#2ca02c", "--", "P"),
+    "smoothgrad_squared": ("#8c564b", "-", "s"),
+    "vargrad": ("#e377c2", "--", "D"),
+    "pgig": ("#d62728", "-", "*"),
+    "guided_backprop": ("#bcbd22", "-.", ">"),
+    "pattern_attribution": ("#800000", ":", "X"),
+    "pattern_net": ("#e6ab02", "--", "p"),
+    "smoothgrad": ("#008080", ":", "h"),
+    "noise_baseline_ig": ("#000080", "-.", "8"),
+    "smooth_taylor": ("#7f7f7f", ":", "d"),
+    "random": ("#000000", "--", ""),
+}
+# Methods not in the table take these in turn: dash patterns the table does not use, so no
+# fallback style equals a table style (30 distinct pairs before the cycle repeats).
+FALLBACK_LINESTYLES = ((0, (6, 2)), (0, (1, 1)), (0, (4, 1, 1, 1, 1, 1)))
+FALLBACK_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+FALLBACK_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
+
+
+def method_styles(names):
+    """name -> (colour, line style, marker) for `names`: `METHOD_STYLES`, then a fallback cycle for other names."""
+    styles, unknown = {}, 0
+    for name in names:
+        if name in METHOD_STYLES:
+            styles[name] = METHOD_STYLES[name]
+        else:
+            linestyle = FALLBACK_LINESTYLES[(unknown // len(FALLBACK_COLOURS)) % len(FALLBACK_LINESTYLES)]
+            styles[name] = (FALLBACK_COLOURS[unknown % len(FALLBACK_COLOURS)], linestyle,
+                            FALLBACK_MARKERS[unknown % len(FALLBACK_MARKERS)])
+            unknown += 1
+    return styles
+
+
+def plot_degradation_curves(methods, path, title="image degradation (steeper is better)"):
+    """Mean curves with standard-error bands; `methods` is name -> {"curve", "stderr", "aupc"}.
+
+    Each method has its own colour, line style and marker (`method_styles`); the legend,
+    ordered by AUPC, sits beside the axes so that it covers no curve.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(maps)
-    rows, cols = len(images), len(names) + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.7 * rows), squeeze=False)
-    for r, image in enumerate(images):
-        axes[r, 0].imshow(image_for_display(image), cmap="gray")
-        if row_titles:
-            axes[r, 0].set_title(row_titles[r], fontsize=7)
-        elif r == 0:
-            axes[r, 0].set_title("input", fontsize=7)
-        for c, name in enumerate(names, start=1):
-            axes[r, c].imshow(heatmap_rgb(maps[name][r], percentile))
-            if r == 0 or row_titles:
-                axes[r, c].set_title(name, fontsize=7)
-    for axis in axes.ravel():
-        axis.set_xticks([])
-        axis.set_yticks([])
-    fig.suptitle("attributions (red positive, blue negative)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_degradation_curves(methods, path, title="image degradation (steeper is better)"):
-    """Mean curves with standard-error bands; `methods` is name -> {"curve", "stderr", "aupc"}; legend by AUPC."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axis = plt.subplots(figsize=(8, 5.5))
+    fig, axis = plt.subplots(figsize=(9.5, 5.2), layout="constrained")
     ordered = sorted(methods.items(), key=lambda item: item[1]["aupc"])
-    for name, result in ordered:
+    styles = method_styles(name for name, _ in ordered)
+    for position, (name, result) in enumerate(ordered):
         curve, stderr = np.asarray(result["curve"]), np.asarray(result["stderr"])
         k = np.arange(len(curve))
-        style = {"color": "black", "ls": "--"} if name == "random" else {}
-        line, = axis.plot(k, curve, label=f"{name} (AUPC {result['aupc']:.2f})", lw=1.5, **style)
-        axis.fill_between(k, curve - stderr, curve + stderr, color=line.get_color(), alpha=0.15)
-    axis.set_xlabel("patches perturbed (most relevant first)")
-    axis.set_ylabel("probability of the clean prediction")
-    axis.set_title(title)
-    axis.legend(fontsize=8, title="lowest AUPC first", title_fontsize=8)
+        colour, linestyle, marker = styles[name]
+        every = max(len(curve) // 8, 1)
+        axis.plot(k, curve, color=colour, ls=linestyle, lw=2.0 if name != "random" else 1.5, marker=marker or None,
+                  markersize=6, markevery=(position % every, every), label=f"{name} ({result['aupc']:.2f})")
+        axis.fill_between(k, curve - stderr, curve + stderr, color=colour, alpha=0.12, linewidth=0)
+    axis.set_xlabel("patches perturbed (most relevant first)", fontsize=12)
+    axis.set_ylabel("probability of the clean prediction", fontsize=12)
+    axis.tick_params(labelsize=11)
+    axis.set_title(title, fontsize=13)
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=10.5,
+                title="method (AUPC), lowest first;\nbands: ± 1 standard error", title_fontsize=10.5, handlelength=3.2)
     axis.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -32,6 +32,10 @@ def test_writes_results_curves_and_heatmaps(tmp_path, cache):
     for picture in ("curves.png", "heatmaps.png"):
         assert (tmp_path / picture).read_bytes()[:4] == b"\x89PNG"
     assert results["versions"]["tensorflow"] and results["settings"]["seed"] == 0
+    # only settings that applied to the digits run are recorded
+    assert not {"preprocessing", "weights", "split", "patterns_format"} & set(results["settings"])
+    info = json.loads((tmp_path / "model_info.json").read_text())
+    assert not {"preprocessing", "weights"} & set(info) and not {"preprocessing", "weights"} & set(results["model"])
 
 
 def test_same_seed_same_numbers_other_seed_other_noise(tmp_path, cache):
@@ -56,12 +60,113 @@ def test_shards_then_merge(tmp_path, cache):
     assert merged["methods"]["random"]["num_images"] == 12
 
 
-def test_a_finished_run_restarted_recomputes_nothing(tmp_path, cache):
+def test_a_finished_run_restarted_recomputes_nothing(tmp_path, cache, capsys, monkeypatch):
     first = run(tmp_path, cache)
+    capsys.readouterr()
+    built = []
+    monkeypatch.setattr(cli, "load_setting", lambda *a, **k: built.append(a))
     again = run(tmp_path, cache)
     for name in first["methods"]:
         assert again["methods"][name]["curve"] == first["methods"][name]["curve"]
         assert again["methods"][name]["seconds"] == first["methods"][name]["seconds"]  # no new time was spent
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "already complete (use --fresh to recompute)" and built == []  # no model was even loaded
+    assert "nothing recomputed: all 3 batches and their s/image come from an earlier run" in printed[-1]
+    assert printed[-1].startswith("test accuracy 0.9")
+
+
+class Interrupting:
+    """An analyzer that stops the run (as a kill would) once `counter["batches"]` batches are checkpointed."""
+
+    def __init__(self, inner, counter, stop_at):
+        self.inner, self.counter, self.stop_at, self.seed = inner, counter, stop_at, None
+
+    def analyze(self, x, neuron_selection):
+        if self.counter["batches"] == self.stop_at:
+            raise KeyboardInterrupt("killed")
+        return self.inner.analyze(x, neuron_selection=neuron_selection)
+
+
+def test_an_interrupted_run_resumes_and_says_so_and_fresh_starts_over(tmp_path, cache, capsys, monkeypatch):
+    out = tmp_path
+    counter = {"batches": 0}
+    build = cli.build_analyzers
+
+    def interrupting(*args, **kwargs):
+        analyzers = build(*args, **kwargs)
+        first = next(iter(analyzers))
+        analyzers[first] = Interrupting(analyzers[first], counter, stop_at=2)
+        return analyzers
+
+    monkeypatch.setattr(cli, "build_analyzers", interrupting)
+    from pgig_tf.evaluation import benchmark
+
+    saved = benchmark.save_state
+
+    def counting_save(path, state):  # with --checkpoint-every 1: called after every batch
+        counter["batches"] = state["batches_done"]
+        saved(path, state)
+
+    monkeypatch.setattr(benchmark, "save_state", counting_save)
+    with pytest.raises(KeyboardInterrupt):
+        run(out, cache, "--checkpoint-every", "1")
+    monkeypatch.setattr(cli, "build_analyzers", build)
+    capsys.readouterr()
+    resumed = run(out, cache, "--checkpoint-every", "1")
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "resuming: 2 of 3 batches done"
+    assert ("this run computed the last 1 of 3 batches; s/image covers all of them, the earlier run's included"
+            in printed[-1])
+    fresh = run(out, cache, "--fresh")
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"--fresh: discarded the checkpoint {out / 'state-shard0of1.json'}"
+    assert not any(line.startswith(("resuming", "already complete")) for line in printed)
+    assert "this run computed all 3 batches" in printed[-1]
+    assert all(fresh["methods"][m]["num_images"] == 12 for m in fresh["methods"])
+    for name in ("gradient", "pgig", "expected_gradients"):  # deterministic: resumed = computed in one go
+        np.testing.assert_allclose(resumed["methods"][name]["curve"], fresh["methods"][name]["curve"], rtol=1e-12)
+    assert fresh["methods"]["gradient"]["seconds"] != resumed["methods"]["gradient"]["seconds"]  # really recomputed
+
+
+def test_a_checkpoint_of_other_settings_stops_the_run_before_any_work(tmp_path, cache, monkeypatch):
+    from pgig_tf.evaluation.benchmark import save_state
+
+    save_state(str(tmp_path / "state-shard0of1.json"), {"fingerprint": {"seed": 1}, "batches_done": 1, "totals": {}})
+    monkeypatch.setattr(cli, "load_setting", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(SystemExit, match=r"holds a checkpoint of a run with other settings(.|\n)*--fresh discards it"):
+        run(tmp_path, cache)
+
+
+def test_settings_only_for_vgg16_and_fresh_not_with_merge():
+    for flag in (["--preprocessing", "crop224"], ["--weights", "none"]):
+        with pytest.raises(SystemExit):
+            cli.parse_args(flag)
+    args = cli.parse_args(["--model", "vgg16", "--dataset", "imagenet2012"])
+    assert (args.preprocessing, args.weights, args.split) == ("caffe225", "imagenet", "validation")
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--fresh", "--merge"])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--dataset", "mnist"])  # the digits CNN cannot run on another dataset
+
+
+def test_heatmap_examples_are_of_different_classes_with_true_and_predicted_labels(tmp_path, cache, monkeypatch):
+    from pgig_tf.datasets.digits import load_digits_images
+    from pgig_tf.evaluation.benchmark import choose_examples
+
+    drawn = []
+    monkeypatch.setattr("pgig_tf.viz.plots.plot_heatmap_grid", lambda images, maps, path, row_titles=None, **k:
+                        drawn.append((images, maps, row_titles)))
+    cli.main(["--out", str(tmp_path), "--cache-dir", cache, "--num-images", "32", "--methods", "gradient", "--quiet"])
+    labels = load_digits_images(0)[3][:32]  # the first batch: 32 held-out digits
+    chosen = choose_examples(labels, 6)
+    assert len(set(labels[chosen].tolist())) == 6
+    with np.load(tmp_path / "examples.npz") as examples:
+        np.testing.assert_array_equal(examples["__labels__"], labels[chosen])
+        predictions = examples["__predictions__"]
+        assert examples["gradient"].shape == (6, 32, 32, 1)
+    images, maps, titles = drawn[0]
+    assert titles == [f"true {t}\npredicted {p}" for t, p in zip(labels[chosen], predictions)]
+    assert np.mean(predictions == labels[chosen]) >= 5 / 6  # the CNN is right on (nearly) all of them
 
 
 def test_tfds_dataset_with_a_model_file(tmp_path):
@@ -92,6 +197,7 @@ def test_vgg16_on_mock_imagenet(tmp_path):
                   "--quiet"])
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["model"]["preprocessing"] == "caffe225" and results["settings"]["patch_size"] == 9
+    assert (results["settings"]["preprocessing"], results["settings"]["weights"]) == ("caffe225", "none")
     assert set(results["methods"]) == {"gradient", "pattern_attribution"}
     assert all(r["num_images"] == 2 and len(r["curve"]) == 4 for r in results["methods"].values())
 

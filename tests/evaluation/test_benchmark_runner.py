@@ -54,7 +54,14 @@ def test_totals_match_a_direct_computation(setting, tmp_path):
         assert summary["aupc"] == pytest.approx(aupc(curves.mean(0)))
         assert summary["autvc"] == pytest.approx(autvc(maps).mean())
         assert summary["num_images"] == 10
-        np.testing.assert_array_equal(examples[name], maps[:2])
+        # the kept examples: of the first batch (4 images), the first image of each predicted class
+        predicted = model.predict(images[:4], verbose=0).argmax(1)
+        firsts = [i for i in range(4) if predicted[i] not in predicted[:i]]
+        chosen = sorted((firsts + [i for i in range(4) if i not in firsts])[:2])
+        np.testing.assert_array_equal(examples[name], maps[chosen])
+        np.testing.assert_array_equal(examples["__predictions__"], predicted[chosen])
+        np.testing.assert_array_equal(examples["__images__"], images[chosen])
+        assert "__labels__" not in examples  # no true labels were given
 
 
 def test_a_killed_run_resumes_without_recomputing(setting, tmp_path):
@@ -101,3 +108,23 @@ def test_totals_round_trip_through_json():
     again = MethodTotals.from_json(json.loads(json.dumps(totals.to_json())))
     assert again.summary() == totals.summary()
     assert totals.summary()["curve"] == [0.9, 0.45, 0.1] and totals.summary()["seconds_per_image"] == 1.0
+
+
+def test_examples_show_as_many_classes_as_possible():
+    from pgig_tf.evaluation.benchmark import choose_examples
+
+    assert choose_examples([6, 6, 2, 6, 5, 2, 1, 9, 0, 3], 6) == [0, 2, 4, 6, 7, 8]
+    assert choose_examples([4, 4, 4, 7, 4], 3) == [0, 1, 3]  # two classes: the earliest others fill up
+    assert choose_examples([1, 2], 6) == [0, 1]
+
+
+def test_true_labels_choose_the_examples_and_are_kept(setting, tmp_path):
+    model, images, degrader = setting
+    labels = np.array([3, 3, 1, 3, 0, 2, 2, 1, 0, 3])
+    batches = ((images[i:i + 5], None, labels[i:i + 5]) for i in range(0, 10, 5))
+    state, examples = run_benchmark({"g": create_analyzer("gradient", model)}, degrader, batches, 2,
+                                    str(tmp_path / "s.json"), {"a": 1}, keep_examples=3, verbose=False)
+    np.testing.assert_array_equal(examples["__labels__"], [3, 1, 0])
+    np.testing.assert_array_equal(examples["__images__"], images[[0, 2, 4]])
+    np.testing.assert_array_equal(examples["__predictions__"], model.predict(images[[0, 2, 4]], verbose=0).argmax(1))
+    assert state["num_batches"] == 2 and state["totals"]["g"].count == 10

@@ -124,15 +124,82 @@ def test_heatmap_rejects_bad_percentile_and_non_finite_maps():
         heatmap(np.array([[1.0, np.nan]]))
 
 
-def test_grid_titles_each_row(tmp_path, monkeypatch):
+def test_grid_heads_columns_with_methods_and_labels_rows(tmp_path, monkeypatch):
     import matplotlib.figure
 
-    titles = []
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
-                        lambda fig, *a, **k: titles.extend(ax.get_title() for ax in fig.axes))
-    maps = {"m1": np.ones((2, 4, 4, 1)), "m2": -np.ones((2, 4, 4, 1))}
-    plot_heatmap_grid(np.zeros((2, 4, 4, 1)), maps, tmp_path / "g.png", row_titles=["a: pred 1", "b: pred 0"])
-    assert titles == ["a: pred 1", "m1", "m2", "b: pred 0", "m1", "m2"]
+    drawn = {}
+
+    def record(fig, *args, **kwargs):
+        image_axes = [ax for ax in fig.axes if ax.get_images() and ax.get_label() != "<colorbar>"]
+        drawn["titles"] = [ax.get_title() for ax in image_axes]
+        drawn["row_labels"] = [ax.get_ylabel() for ax in image_axes]
+        bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+        drawn["bars"] = [(ax.get_ylabel(), ax.get_ylim(), [t.get_text() for t in ax.get_yticklabels()]) for ax in bars]
+        drawn["bar_colours"] = [c.cmap.name for ax in bars for c in ax.collections if type(c).__name__ == "QuadMesh"]
+        drawn["suptitle"] = fig._suptitle.get_text()
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    maps = {"m1": np.ones((2, 4, 4, 1)), "integrated_gradients": -np.ones((2, 4, 4, 1))}
+    plot_heatmap_grid(np.zeros((2, 4, 4, 1)), maps, tmp_path / "g.png", row_titles=["true 3\npredicted 3",
+                                                                                      "true 7\npredicted 1"])
+    assert drawn["titles"] == ["input", "m1", "integrated_\ngradients", "", "", ""]  # method names head the columns
+    assert drawn["row_labels"] == ["true 3\npredicted 3", "", "", "true 7\npredicted 1", "", ""]
+    label, limits, ticks = drawn["bars"][0]
+    assert len(drawn["bars"]) == 1 and limits == (-1.0, 1.0) and ticks == ["-1", "0", "+1"]
+    assert "99.5th percentile of |map|" in label and "each map" in label and "clipped to ±1" in label
+    assert drawn["bar_colours"] == ["bwr"]  # the maps' colours (test_diverging_colours_are_matplotlibs_bwr)
+    assert drawn["suptitle"] == "attributions: red positive, blue negative"
+    with pytest.raises(ValueError, match=r"row_titles must hold one title per image \(2\), got 1"):
+        plot_heatmap_grid(np.zeros((2, 4, 4, 1)), maps, tmp_path / "g.png", row_titles=["one"])
+
+
+def test_wrapped_names():
+    from pgig_tf.viz.plots import wrapped_name
+
+    assert [wrapped_name(n) for n in ("gradient", "integrated_gradients", "input_t_gradient", "noise_baseline_ig",
+                                      "smoothgrad_ig", "vargrad")] == [
+        "gradient", "integrated_\ngradients", "input_t_\ngradient", "noise_\nbaseline_ig", "smoothgrad_\nig", "vargrad"]
+
+
+def test_every_method_has_its_own_colour_and_line_style(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from pgig_tf.names import ANALYZER_NAMES, DEFAULT_METHODS
+    from pgig_tf.viz.plots import METHOD_STYLES, method_styles, plot_degradation_curves
+
+    assert set(METHOD_STYLES) == set(ANALYZER_NAMES)
+    colours = [colour for colour, _, _ in METHOD_STYLES.values()]
+    assert len(set(colours)) == len(colours)  # every known method its own colour
+    extra = [f"custom_{i}" for i in range(31)]
+    styles = method_styles(list(ANALYZER_NAMES) + extra)
+    pairs = [(colour, str(linestyle)) for colour, linestyle, _ in styles.values()]
+    assert len(set(pairs[:len(ANALYZER_NAMES) + 30])) == len(ANALYZER_NAMES) + 30  # fallbacks repeat only after 30
+    assert pairs[-1] == pairs[len(ANALYZER_NAMES)]
+
+    drawn = {}
+
+    def record(fig, *args, **kwargs):
+        axis = fig.axes[0]
+        renderer = fig.canvas.get_renderer()
+        drawn["lines"] = {line.get_label().split(" (")[0]: (line.get_color(), line.get_linestyle())
+                          for line in axis.get_lines()}
+        drawn["labels"] = [text.get_text() for text in axis.get_legend().get_texts()]
+        drawn["legend"] = axis.get_legend().get_window_extent(renderer)
+        drawn["axes"] = axis.get_window_extent(renderer)
+        drawn["width"] = fig.get_size_inches()[0] * kwargs.get("dpi", fig.dpi)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    rng = np.random.default_rng(0)
+    methods = {name: {"curve": np.sort(rng.random(65))[::-1].tolist(), "stderr": [0.01] * 65, "aupc": float(i)}
+               for i, name in enumerate(list(DEFAULT_METHODS) + ["my_method"])}
+    plot_degradation_curves(methods, tmp_path / "c.png")
+    lines = drawn["lines"]
+    assert len(lines) == 13 and len(set(lines.values())) == 13  # distinct (colour, line style) per method
+    assert lines["input_t_gradient"][0] != lines["smooth_taylor"][0]  # best and worst differ
+    assert lines["integrated_gradients"] != lines["smoothgrad_ig"]
+    assert drawn["labels"][:2] == ["gradient (0.00)", "input_t_gradient (1.00)"]  # ordered by AUPC
+    assert drawn["legend"].x0 >= drawn["axes"].x1  # the legend sits beside the axes, over no curve
+    assert 800 <= drawn["width"] <= 1000  # about README width: scaled little, if at all
 
 
 def test_explain_row_titles():
@@ -185,5 +252,38 @@ def test_explain_script(tmp_path, monkeypatch):
     x = explain.load_images(paths, 16, 16, 3, "unit")
     probabilities = model.predict(x, verbose=0)
     assert drawn == [[f"{i}.png\npred {p.argmax()} (p {p.max():.3f})" for i, p in enumerate(probabilities)]]
-    with pytest.raises(SystemExit, match="pgig needs --patterns"):
-        explain.main([str(tmp_path / "m.keras"), *paths, "--methods", "pgig", "--out", str(out)])
+
+
+def test_explain_skips_methods_it_cannot_run_and_says_how_to_get_them(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    import pgig_tf.viz.plots
+    from pgig_tf.cli import explain
+
+    drawn = []
+    monkeypatch.setattr(pgig_tf.viz.plots, "plot_heatmap_grid", lambda images, maps, *a, **k: drawn.append(list(maps)))
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    model.save(tmp_path / "m.keras")
+    Image.fromarray((np.random.default_rng(0).random((8, 8)) * 255).astype("uint8")).save(tmp_path / "a.png")
+    args = [str(tmp_path / "m.keras"), str(tmp_path / "a.png"), "--out", str(tmp_path / "g.png")]
+    assert explain.main(args + ["--methods", "pgig,gradient,expected_gradients,pattern_net"]) is None  # exit code 0
+    printed = capsys.readouterr().out.splitlines()
+    assert drawn == [["gradient"]]
+    assert printed[:3] == [
+        f"skipping pgig: it needs patterns; fit them with pgig-fit-patterns --model {tmp_path / 'm.keras'} "
+        "--dataset DATASET (or pgig_tf.fit_patterns in Python) and pass --patterns FILE.npz",
+        "skipping expected_gradients: it needs background inputs; pass --background FILE.npy "
+        "(inputs preprocessed like the images, e.g. training images)",
+        f"skipping pattern_net: it needs patterns; fit them with pgig-fit-patterns --model {tmp_path / 'm.keras'} "
+        "--dataset DATASET (or pgig_tf.fit_patterns in Python) and pass --patterns FILE.npz",
+    ]
+    np.save(tmp_path / "background.npy", np.zeros((4, 8, 8, 1), "float32"))
+    explain.main(args + ["--methods", "expected_gradients", "--background", str(tmp_path / "background.npy")])
+    assert drawn[-1] == ["expected_gradients"]
+    # decided before any work: with every method skipped, not even the (missing) model file is opened
+    with pytest.raises(SystemExit, match="nothing to explain: every method was skipped"):
+        explain.main([str(tmp_path / "missing.keras"), str(tmp_path / "a.png"), "--methods", "pgig"])
+    with pytest.raises(SystemExit) as stopped:
+        explain.main(args + ["--methods", "gradient,pgi"])
+    assert stopped.value.code == 2 and "unknown method(s) pgi" in capsys.readouterr().err
