@@ -1,7 +1,9 @@
 """Shared fixtures: small seeded Keras models and data for the tests."""
 
 import os
+import subprocess
 import sys
+import tempfile
 
 # The independent numpy reference (tests/reference/) is imported by tests in every folder.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference"))
@@ -12,6 +14,64 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+DISTRIBUTE_CHECKS = [sys.executable, os.path.join(TESTS, "model", "distribute_checks.py"), "--cli"]
+
+
+class BackgroundProcess:
+    """A command started now and read later; its output goes to temporary files, so no pipe can fill up and block it."""
+
+    def __init__(self, args, env=None, nice=0):
+        self.args = args
+        self._out, self._err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        lower = (lambda: os.nice(nice)) if nice and hasattr(os, "nice") else None
+        self.process = subprocess.Popen(args, stdout=self._out, stderr=self._err, env=env, text=True,
+                                        preexec_fn=lower)
+
+    def result(self, timeout):
+        """(exit code, stdout, stderr), waiting at most `timeout` seconds for the command to finish."""
+        code = self.process.wait(timeout)
+        self._out.seek(0)
+        self._err.seek(0)
+        return code, self._out.read(), self._err.read()
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+_background = {}
+
+
+def distribute_checks():
+    """tests/model/distribute_checks.py (2 logical CPU devices need a fresh process) as a BackgroundProcess.
+
+    Started once per session: right after collection when a test of tests/model/test_distribute.py
+    was selected (so that its minute of tracing runs beside the other tests, at a lower priority),
+    else by the first caller.
+    """
+    if "distribute" not in _background:
+        import pgig_tf
+
+        # the checks import the pgig_tf these tests import, whatever else is installed
+        source = os.path.dirname(os.path.dirname(os.path.abspath(pgig_tf.__file__)))
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
+        _background["distribute"] = BackgroundProcess(DISTRIBUTE_CHECKS, env=env, nice=5)
+    return _background["distribute"]
+
+
+def pytest_collection_finish(session):
+    if any(item.path.name == "test_distribute.py" and "two_replicas" in getattr(item, "fixturenames", ())
+           for item in session.items):
+        distribute_checks()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for process in _background.values():  # a run stopped early (-x, Ctrl-C) leaves none behind
+        process.stop()
 
 
 def set_random_weights(model, seed, scale=0.5):

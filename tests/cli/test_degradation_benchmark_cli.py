@@ -1,6 +1,7 @@
 """The main job end to end on the embedded default (tiny settings): files, determinism, shards + merge."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -21,8 +22,15 @@ def run(out, cache, *extra):
     return json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else None
 
 
-def test_writes_results_curves_and_heatmaps(tmp_path, cache):
-    results = run(tmp_path, cache)
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory, cache):
+    """(output folder, results) of one run with `run`'s settings, shared by the tests that compare against one."""
+    out = tmp_path_factory.mktemp("default_run")
+    return out, run(out, cache)
+
+
+def test_writes_results_curves_and_heatmaps(default_run):
+    out, results = default_run
     assert set(results["methods"]) == set(METHODS.split(","))
     assert results["model"]["test_accuracy"] > 0.9  # the cached CNN really learned the digits
     for r in results["methods"].values():
@@ -30,16 +38,16 @@ def test_writes_results_curves_and_heatmaps(tmp_path, cache):
         assert r["aupc"] == pytest.approx(sum((a + b) / 2 for a, b in zip(r["curve"][1:], r["curve"][:-1])))
         assert r["seconds"] > 0
     for picture in ("curves.png", "heatmaps.png"):
-        assert (tmp_path / picture).read_bytes()[:4] == b"\x89PNG"
+        assert (out / picture).read_bytes()[:4] == b"\x89PNG"
     assert results["versions"]["tensorflow"] and results["settings"]["seed"] == 0
     # only settings that applied to the digits run are recorded
     assert not {"preprocessing", "weights", "split", "patterns_format"} & set(results["settings"])
-    info = json.loads((tmp_path / "model_info.json").read_text())
+    info = json.loads((out / "model_info.json").read_text())
     assert not {"preprocessing", "weights"} & set(info) and not {"preprocessing", "weights"} & set(results["model"])
 
 
-def test_same_seed_same_numbers_other_seed_other_noise(tmp_path, cache):
-    first = run(tmp_path / "a", cache)
+def test_same_seed_same_numbers_other_seed_other_noise(tmp_path, cache, default_run):
+    first = default_run[1]
     second = run(tmp_path / "b", cache)
     for name in first["methods"]:
         assert first["methods"][name]["curve"] == second["methods"][name]["curve"]
@@ -48,8 +56,8 @@ def test_same_seed_same_numbers_other_seed_other_noise(tmp_path, cache):
     assert third["methods"]["random"]["curve"] != fourth["methods"]["random"]["curve"]  # settings change the draws
 
 
-def test_shards_then_merge(tmp_path, cache):
-    whole = run(tmp_path / "whole", cache)
+def test_shards_then_merge(tmp_path, cache, default_run):
+    whole = default_run[1]
     out = tmp_path / "sharded"
     for index in range(2):
         assert run(out, cache, "--num-shards", "2", "--shard-index", str(index)) is None
@@ -60,12 +68,13 @@ def test_shards_then_merge(tmp_path, cache):
     assert merged["methods"]["random"]["num_images"] == 12
 
 
-def test_a_finished_run_restarted_recomputes_nothing(tmp_path, cache, capsys, monkeypatch):
-    first = run(tmp_path, cache)
+def test_a_finished_run_restarted_recomputes_nothing(tmp_path, cache, capsys, monkeypatch, default_run):
+    finished, first = default_run
+    shutil.copytree(finished, tmp_path / "run")  # its checkpoint included; the shared folder stays as it was
     capsys.readouterr()
     built = []
     monkeypatch.setattr(cli, "load_setting", lambda *a, **k: built.append(a))
-    again = run(tmp_path, cache)
+    again = run(tmp_path / "run", cache)
     for name in first["methods"]:
         assert again["methods"][name]["curve"] == first["methods"][name]["curve"]
         assert again["methods"][name]["seconds"] == first["methods"][name]["seconds"]  # no new time was spent
@@ -186,6 +195,7 @@ def test_tfds_dataset_with_a_model_file(tmp_path):
     assert all(r["num_images"] == 6 and len(r["curve"]) == 21 for r in results["methods"].values())
 
 
+@pytest.mark.slow  # VGG-sized: fits VGG16's patterns (float64 sums of 2 x 138 M weights)
 def test_vgg16_on_mock_imagenet(tmp_path):
     """The paper's setting (VGG16 at 225, caffe preprocessing, 9x9 patches), with weights=None and mock ImageNet."""
     import tensorflow_datasets as tfds

@@ -1,4 +1,8 @@
-"""VGG16 at 225, ImageNet preprocessing, TFDS loading (mocked), and the reference pattern file on the full-size VGG16."""
+"""VGG16 at 225, ImageNet preprocessing, TFDS loading (mocked), and the reference pattern file on the full-size VGG16.
+
+The tests on the full-size VGG16 (two models of 138 M weights, 0.55 GB each, and its 0.4 GB
+first dense kernel in the reference layout) are marked `slow`: `python -m pytest -m slow`.
+"""
 
 import keras
 import numpy as np
@@ -44,6 +48,7 @@ def vgg225(vgg224, tmp_path_factory):
     return build_vgg16(225, weights=path)
 
 
+@pytest.mark.slow
 def test_vgg16_225_has_the_224_models_layers_and_weights(vgg224, vgg225):
     assert vgg224.input_shape == (None, 224, 224, 3)
     assert vgg225.input_shape == (None, 225, 225, 3)
@@ -59,6 +64,7 @@ def test_vgg16_225_has_the_224_models_layers_and_weights(vgg224, vgg225):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_vgg16_225_computes_what_the_224_layers_compute_on_a_225_image(vgg224, vgg225):
     rng = np.random.default_rng(0)
     x = preprocess_caffe(rng.integers(0, 256, (1, 225, 225, 3), dtype=np.uint8))
@@ -239,6 +245,7 @@ def test_load_tfds_images_rejects_bad_arguments(kwargs, match):
         load_tfds_images("mnist", "test", **kwargs)
 
 
+@pytest.mark.slow
 def test_full_size_vgg16_reference_patterns(vgg224, vgg225, tmp_path):
     kernels = {name: vgg224.get_layer(name).kernel.numpy() for name in VGG_KERNEL_LAYERS}
     reference = to_reference_layout(Patterns(kernels), vgg224)

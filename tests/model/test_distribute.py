@@ -1,30 +1,27 @@
-"""Several devices (tf.distribute): 2 logical CPUs in a fresh process give one device's maps and patterns; errors; save/load."""
+"""Several devices (tf.distribute): 2 logical CPUs in a fresh process give one device's maps and patterns; errors.
+
+Also saving and loading with a strategy.
+"""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import pgig_tf
+from conftest import distribute_checks
 from pgig_tf import create_analyzer, load_analyzer
 from pgig_tf.data import shard_bounds, shard_sizes
 from pgig_tf.model.distribute import make_strategy
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 @pytest.fixture(scope="module")
 def two_replicas():
-    """The measurements of tests/distribute_checks.py on 2 logical CPU devices (one subprocess for all)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, os.path.join(HERE, "distribute_checks.py"), "--cli"],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """The measurements of distribute_checks.py on 2 logical CPU devices (one subprocess for all, see conftest)."""
+    code, out, err = distribute_checks().result(timeout=600)
+    assert code == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_the_checks_ran_on_two_replicas(two_replicas):
