@@ -205,6 +205,7 @@ def main(argv=None):
         raise SystemExit(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(ANALYZERS)}, {CONTROL}")
     os.makedirs(args.out, exist_ok=True)
     tf.get_logger().setLevel("ERROR")
+    tf.config.experimental.enable_op_determinism()  # the same seed trains the same CNN and draws the same noise
     warnings.filterwarnings("ignore", category=SoftmaxOutputWarning)  # the softmax output is explained on purpose
     started = time.perf_counter()
     model, accuracy, (train, test) = trained_ground_truth_cnn(

@@ -1,1 +1,1 @@
-"""Data the benchmarks run on: the embedded digits and their CNN, ImageNet/TFDS and VGG16, the stress test's data."""
+"""Data the benchmarks run on: digits and their CNN, ImageNet/TFDS and VGG16, the stress test, ground-truth images."""
