@@ -25,6 +25,9 @@ def atomic_write(path, mode="w", encoding=None):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # the permissions open() would give, not mkstemp's 0600
     try:
         with os.fdopen(handle, mode, encoding=(encoding or "utf-8") if mode == "w" else None) as file:
             yield file

@@ -44,8 +44,11 @@ def save_analyzer(analyzer, path):
             f"{type(analyzer).__name__} is not one of them"
         )
     arrays = {}
-    settings = {key: _encode(value, key, arrays) for key, value in analyzer.get_config().items()
-                if key not in analyzer._runtime_arguments}
+    settings = {
+        key: _encode(value, key, arrays)
+        for key, value in analyzer.get_config().items()
+        if key not in analyzer._runtime_arguments
+    }
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -127,7 +130,11 @@ def _read(path):
         raise ValueError(f"{path!r} is not a pgig_tf analyzer file (written by analyzer.save): it holds one .npy array")
     with data:
         if HEADER_KEY not in data.files:
-            hint = " It is a patterns file: read it with pgig_tf.Patterns.load." if _PATTERNS_META_KEY in data.files else ""
+            hint = (
+                " It is a patterns file: read it with pgig_tf.Patterns.load."
+                if _PATTERNS_META_KEY in data.files
+                else ""
+            )
             raise ValueError(
                 f"{path!r} is not a pgig_tf analyzer file (written by analyzer.save): it has no "
                 f"{HEADER_KEY!r} entry.{hint}"
@@ -159,6 +166,7 @@ def _module_version(name):
 # JSON encoding of settings. Plain JSON values stay as they are; anything else becomes an object
 # {"__type__": ..., ...}, so that tuples, numpy scalars, arrays and patterns come back as they were.
 
+
 def _encode(value, name, arrays):
     import tensorflow as tf
 
@@ -168,8 +176,13 @@ def _encode(value, name, arrays):
         return {"__type__": "scalar", "value": value.item(), "dtype": value.dtype.name}
     if isinstance(value, Patterns):
         keys = [_store(array, f"{name}/{i}", arrays) for i, array in enumerate(value.values())]
-        return {"__type__": "patterns", "layers": list(value), "arrays": keys, "kind": value.kind,
-                "num_samples": value.num_samples}
+        return {
+            "__type__": "patterns",
+            "layers": list(value),
+            "arrays": keys,
+            "kind": value.kind,
+            "num_samples": value.num_samples,
+        }
     if isinstance(value, (np.dtype, tf.dtypes.DType)):
         return {"__type__": "dtype", "name": np.dtype(getattr(value, "as_numpy_dtype", value)).name}
     if isinstance(value, (np.ndarray, tf.Tensor, tf.Variable)):
@@ -210,6 +223,9 @@ def _decode(value, arrays):
     if kind == "dtype":
         return np.dtype(value["name"])
     if kind == "patterns":
-        return Patterns({layer: arrays[key] for layer, key in zip(value["layers"], value["arrays"])},
-                        kind=value["kind"], num_samples=value["num_samples"])
+        return Patterns(
+            {layer: arrays[key] for layer, key in zip(value["layers"], value["arrays"])},
+            kind=value["kind"],
+            num_samples=value["num_samples"],
+        )
     raise ValueError(f"unknown setting encoding {kind!r} in an analyzer file")

@@ -14,8 +14,9 @@ class Progress:
     from this run's own steps only.
     """
 
-    def __init__(self, total: int | None, unit: str = "batch", start: int = 0, stream=None,
-                 interval: float | None = None):
+    def __init__(
+        self, total: int | None, unit: str = "batch", start: int = 0, stream=None, interval: float | None = None
+    ):
         """
         Args:
             total: steps in all (including `start`); None if unknown (no time left is estimated).

@@ -26,8 +26,7 @@ class BackgroundProcess:
         self.args = args
         self._out, self._err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
         lower = (lambda: os.nice(nice)) if nice and hasattr(os, "nice") else None
-        self.process = subprocess.Popen(args, stdout=self._out, stderr=self._err, env=env, text=True,
-                                        preexec_fn=lower)
+        self.process = subprocess.Popen(args, stdout=self._out, stderr=self._err, env=env, text=True, preexec_fn=lower)
 
     def result(self, timeout):
         """(exit code, stdout, stderr), waiting at most `timeout` seconds for the command to finish."""
@@ -64,8 +63,10 @@ def distribute_checks():
 
 
 def pytest_collection_finish(session):
-    if any(item.path.name == "test_distribute.py" and "two_replicas" in getattr(item, "fixturenames", ())
-           for item in session.items):
+    if any(
+        item.path.name == "test_distribute.py" and "two_replicas" in getattr(item, "fixturenames", ())
+        for item in session.items
+    ):
         distribute_checks()
 
 

@@ -40,3 +40,13 @@ def test_mode_is_checked(tmp_path):
     with pytest.raises(ValueError, match=r"mode must be 'w' or 'wb', got 'a'"):
         with atomic_write(tmp_path / "x", "a"):
             pass
+
+
+def test_the_file_gets_the_permissions_open_would_give(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "results.json") as handle:
+            handle.write("{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644

@@ -25,8 +25,13 @@ SETTINGS = {
     "vargrad": {"samples": 3, "rule": "guided_backprop", "seed": 2},
     "smoothgrad_ig": {"steps": 3, "samples": 2, "seed": 4},
     "expected_gradients": {"samples": 5, "max_background": 6, "seed": 5},
-    "smooth_taylor": {"samples": 4, "noise_scale": "adaptive", "candidates": (0.1, 0.4),
-                      "criterion": "total_variation", "seed": 6},
+    "smooth_taylor": {
+        "samples": 4,
+        "noise_scale": "adaptive",
+        "candidates": (0.1, 0.4),
+        "criterion": "total_variation",
+        "seed": 6,
+    },
     "noise_baseline_ig": {"steps": 3, "samples": 2, "seed": 7},
     "random": {"seed": 8},
 }
@@ -73,9 +78,13 @@ def test_every_analyzer_round_trips_bit_identically(conv_model, tmp_path):
 
 def test_settings_given_after_construction_and_fitted_state_are_saved(dense_model, tmp_path):
     data = np.random.default_rng(1).normal(size=(20, 6)).astype(np.float32)
-    analyzer = create_analyzer("expected_gradients", dense_model, samples=3, rule="pattern_attribution",
-                               patterns=Patterns({"d1": np.zeros((6, 5)), "d2": np.zeros((5, 4)),
-                                                  "d3": np.zeros((4, 3))}))
+    analyzer = create_analyzer(
+        "expected_gradients",
+        dense_model,
+        samples=3,
+        rule="pattern_attribution",
+        patterns=Patterns({"d1": np.zeros((6, 5)), "d2": np.zeros((5, 4)), "d3": np.zeros((4, 3))}),
+    )
     analyzer.fit(data, verbose=False)  # replaces the patterns given to the constructor and sets a background
     analyzer.seed = 11
     analyzer.save(tmp_path / "eg.npz")
@@ -128,9 +137,17 @@ def test_new_constructor_arguments_round_trip_without_extra_code(dense_model, tm
 def test_model_that_differs_is_rejected(dense_model, tmp_path):
     data = np.random.default_rng(3).normal(size=(8, 6)).astype(np.float32)
     create_analyzer("pattern_attribution", dense_model).fit(data, verbose=False).save(tmp_path / "pa.npz")
-    other_widths = set_random_weights(keras.Sequential([
-        keras.Input((6,)), keras.layers.Dense(7, activation="relu", name="d1"),
-        keras.layers.Dense(4, activation="relu", name="d2"), keras.layers.Dense(3, name="d3")]), 1)
+    other_widths = set_random_weights(
+        keras.Sequential(
+            [
+                keras.Input((6,)),
+                keras.layers.Dense(7, activation="relu", name="d1"),
+                keras.layers.Dense(4, activation="relu", name="d2"),
+                keras.layers.Dense(3, name="d3"),
+            ]
+        ),
+        1,
+    )
     with pytest.raises(ValueError, match=r"cannot rebuild .*pattern shape differs from the kernel for 'd1' \(Dense\)"):
         load_analyzer(tmp_path / "pa.npz", other_widths)
     other_input = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
@@ -159,7 +176,9 @@ def test_clear_errors_for_missing_foreign_and_other_version_files(dense_model, t
     entries[HEADER_KEY] = np.array(json.dumps(header))
     with open(tmp_path / "old.npz", "wb") as file:
         np.savez(file, **entries)
-    with pytest.raises(ValueError, match=rf"saved by pgig_tf 0\.0\.1, this is pgig_tf {pgig_tf.__version__}.*strict_version=False"):
+    with pytest.raises(
+        ValueError, match=rf"saved by pgig_tf 0\.0\.1, this is pgig_tf {pgig_tf.__version__}.*strict_version=False"
+    ):
         load_analyzer(tmp_path / "old.npz", dense_model)
     with pytest.warns(UserWarning, match="saved by pgig_tf 0.0.1"):
         assert isinstance(load_analyzer(tmp_path / "old.npz", dense_model, strict_version=False), ANALYZERS["gradient"])

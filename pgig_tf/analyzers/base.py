@@ -178,7 +178,11 @@ class Analyzer:
         """
         if self.needs_patterns:
             self.patterns = fit_patterns(
-                self.model, data, kind=kind, batch_size=batch_size or self.batch_size, verbose=verbose,
+                self.model,
+                data,
+                kind=kind,
+                batch_size=batch_size or self.batch_size,
+                verbose=verbose,
                 strategy=self.strategy,
             )
             self._rule = self._engine = None
@@ -237,7 +241,7 @@ class Analyzer:
             count = batch.num_samples
             if per_sample and first + count > len(selection):
                 raise ValueError(f"neuron_selection has {len(selection)} indices but x has more samples")
-            targets = self._targets(batch, selection[first:first + count] if per_sample else selection)
+            targets = self._targets(batch, selection[first : first + count] if per_sample else selection)
             pieces.append(self._analyze_checked(batch, targets, seed, first))
             first += count
         if not pieces:
@@ -273,8 +277,11 @@ class Analyzer:
     def _warn_if_softmax(self):
         layer = self._spec.softmax_layer() if self.expects_logits else None
         if layer is not None:
-            warnings.warn(softmax_output_message(type(self).__name__, layer.name), SoftmaxOutputWarning,
-                          stacklevel=_user_stacklevel())
+            warnings.warn(
+                softmax_output_message(type(self).__name__, layer.name),
+                SoftmaxOutputWarning,
+                stacklevel=_user_stacklevel(),
+            )
 
     @property
     def tracing_count(self):
@@ -294,9 +301,7 @@ class Analyzer:
         """The backward rule, built (and checked against the model) once per set of patterns."""
         if self._rule is None:
             if self.needs_patterns and self.patterns is None:
-                raise ValueError(
-                    f"{type(self).__name__} needs patterns: call analyzer.fit(data) or pass patterns=..."
-                )
+                raise ValueError(f"{type(self).__name__} needs patterns: call analyzer.fit(data) or pass patterns=...")
             with strategy_scope(self.strategy):  # pattern variables mirrored on every replica
                 rule = make_rule(self.rule_name, patterns=self.patterns)
             self._spec.check_rule(rule)
@@ -313,8 +318,16 @@ class Analyzer:
     def _make_engine(self, aggregator):
         """A GradientEngine for `aggregator` (told the input segments, for per-input noise ranges)."""
         aggregator.segments = self._spec.segments
-        return GradientEngine(self.model, self._engine_rule(), aggregator, start=self.start, batch_size=self.batch_size,
-                              compute_dtype=self.compute_dtype, jit_compile=self.jit_compile, strategy=self.strategy)
+        return GradientEngine(
+            self.model,
+            self._engine_rule(),
+            aggregator,
+            start=self.start,
+            batch_size=self.batch_size,
+            compute_dtype=self.compute_dtype,
+            jit_compile=self.jit_compile,
+            strategy=self.strategy,
+        )
 
     def _get_engine(self):
         if self._engine is None:
@@ -376,9 +389,13 @@ class Analyzer:
             self.patterns = patterns  # unused by this rule; kept like the constructor keeps it
             return self
         variables = getattr(self._rule, "_variables", None)
-        if variables is not None and set(variables) == set(patterns) and all(
-            tuple(v.shape) == patterns[k].shape and v.dtype.as_numpy_dtype == patterns[k].dtype
-            for k, v in variables.items()
+        if (
+            variables is not None
+            and set(variables) == set(patterns)
+            and all(
+                tuple(v.shape) == patterns[k].shape and v.dtype.as_numpy_dtype == patterns[k].dtype
+                for k, v in variables.items()
+            )
         ):
             patterns.check(self.model)
             for name, variable in variables.items():

@@ -80,8 +80,11 @@ def without_notices():
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True)
-                    if not is_notice(line.rstrip("\r\n"))]
+            kept = [
+                line
+                for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+                if not is_notice(line.rstrip("\r\n"))
+            ]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()

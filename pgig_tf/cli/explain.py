@@ -13,8 +13,9 @@ def load_images(paths, height, width, channels, preprocessing):
     import keras
 
     mode = "grayscale" if channels == 1 else "rgb"
-    raw = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, color_mode=mode, target_size=(height, width)))
-                    for p in paths]).astype(np.float32)
+    raw = np.stack(
+        [keras.utils.img_to_array(keras.utils.load_img(p, color_mode=mode, target_size=(height, width))) for p in paths]
+    ).astype(np.float32)
     if preprocessing == "unit":
         return raw / 127.5 - 1.0
     if preprocessing == "zero_one":
@@ -59,14 +60,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="a Keras model file (.keras or .h5)")
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
-    parser.add_argument("--methods", default="gradient,integrated_gradients,guided_backprop,pattern_attribution,pgig",
-                        help=f"comma-separated, from: {', '.join(ANALYZER_NAMES)}")
-    parser.add_argument("--patterns", help="patterns .npz for the pattern methods, from pgig-fit-patterns "
-                                           "(without it they are skipped)")
-    parser.add_argument("--background", help="a .npy of preprocessed inputs: Expected Gradients' background "
-                                             "(without it expected_gradients is skipped)")
-    parser.add_argument("--preprocessing", default="unit", choices=PREPROCESSING,
-                        help="unit: [-1, 1] (default); zero_one: [0, 1]; caffe: VGG16's BGR mean subtraction; none")
+    parser.add_argument(
+        "--methods",
+        default="gradient,integrated_gradients,guided_backprop,pattern_attribution,pgig",
+        help=f"comma-separated, from: {', '.join(ANALYZER_NAMES)}",
+    )
+    parser.add_argument(
+        "--patterns", help="patterns .npz for the pattern methods, from pgig-fit-patterns (without it they are skipped)"
+    )
+    parser.add_argument(
+        "--background",
+        help="a .npy of preprocessed inputs: Expected Gradients' background (without it expected_gradients is skipped)",
+    )
+    parser.add_argument(
+        "--preprocessing",
+        default="unit",
+        choices=PREPROCESSING,
+        help="unit: [-1, 1] (default); zero_one: [0, 1]; caffe: VGG16's BGR mean subtraction; none",
+    )
     parser.add_argument("--neuron", type=int, default=None, help="output unit to explain (default: the prediction)")
     parser.add_argument("--out", default="results/explain.png")
     parser.add_argument("--seed", type=int, default=0)
@@ -74,8 +85,9 @@ def main(argv=None):
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [name for name in names if name not in ANALYZER_NAMES]
     if unknown or not names:
-        parser.error(f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
-                     f"choose from {', '.join(ANALYZER_NAMES)}")
+        parser.error(
+            f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ANALYZER_NAMES)}"
+        )
 
     console.import_tensorflow()
     import keras
@@ -88,11 +100,15 @@ def main(argv=None):
     methods = []
     for name in names:
         if analyzer_class(name).rule_needs_patterns() and not args.patterns:
-            print(f"skipping {name}: it needs patterns; fit them with pgig-fit-patterns --model {args.model} "
-                  "--dataset DATASET (or pgig_tf.fit_patterns in Python) and pass --patterns FILE.npz")
+            print(
+                f"skipping {name}: it needs patterns; fit them with pgig-fit-patterns --model {args.model} "
+                "--dataset DATASET (or pgig_tf.fit_patterns in Python) and pass --patterns FILE.npz"
+            )
         elif analyzer_class(name).uses_background and not args.background:
-            print(f"skipping {name}: it needs background inputs; pass --background FILE.npy "
-                  "(inputs preprocessed like the images, e.g. training images)")
+            print(
+                f"skipping {name}: it needs background inputs; pass --background FILE.npy "
+                "(inputs preprocessed like the images, e.g. training images)"
+            )
         else:
             methods.append(name)
     if not methods:

@@ -14,9 +14,19 @@ import numpy as np  # noqa: E402
 # The degradation benchmark's methods (pgig_tf.evaluation.benchmark.DEFAULT_METHODS, random included),
 # written out so that --help does not import Keras, then the ground-truth control.
 METHODS = (
-    "gradient", "input_t_gradient", "integrated_gradients", "smoothgrad_squared", "vargrad",
-    "smoothgrad_ig", "expected_gradients", "guided_backprop", "pattern_attribution", "pgig",
-    "smooth_taylor", "random", "ground_truth",
+    "gradient",
+    "input_t_gradient",
+    "integrated_gradients",
+    "smoothgrad_squared",
+    "vargrad",
+    "smoothgrad_ig",
+    "expected_gradients",
+    "guided_backprop",
+    "pattern_attribution",
+    "pgig",
+    "smooth_taylor",
+    "random",
+    "ground_truth",
 )
 CONTROL = "ground_truth"
 METRICS = {"mass_accuracy": True, "rank_accuracy": True, "distractor_mass": False}  # name -> higher is better
@@ -43,14 +53,21 @@ on training images. Writes results.json, examples.png and scores.png to --out.
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=os.path.join("results", "ground_truth"),
-                        help="output folder (default results/ground_truth/)")
+    parser.add_argument(
+        "--out", default=os.path.join("results", "ground_truth"), help="output folder (default results/ground_truth/)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds the data, training, noise and bootstrap")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help="comma-separated create_analyzer names and/or ground_truth (default: all 13)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK['num_train']} training images and {QUICK['num_test']} test images "
-                             f"(default {FULL['num_train']} and {FULL['num_test']})")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated create_analyzer names and/or ground_truth (default: all 13)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK['num_train']} training images and {QUICK['num_test']} test images "
+        f"(default {FULL['num_train']} and {FULL['num_test']})",
+    )
     parser.add_argument("--num-train", type=int, default=None, help="training images")
     parser.add_argument("--num-test", type=int, default=None, help="held-out images (accuracy)")
     parser.add_argument("--num-images", type=int, default=None, help="held-out images explained (default: all)")
@@ -61,8 +78,11 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=256, help="model evaluations per compiled chunk")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--num-examples", type=int, default=4, help="images shown in examples.png")
-    parser.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "pgig_tf"),
-                        help="where the trained CNN is cached")
+    parser.add_argument(
+        "--cache-dir",
+        default=os.path.join(os.path.expanduser("~"), ".cache", "pgig_tf"),
+        help="where the trained CNN is cached",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
@@ -82,15 +102,18 @@ def build_method_analyzers(model, methods, patterns, background, batch_size, see
     """name -> analyzer for the methods other than the ground-truth control, with the degradation benchmark's settings."""
     from pgig_tf.cli.degradation_benchmark import build_analyzers, method_settings
 
-    return build_analyzers(model, [m for m in methods if m != CONTROL], patterns, background, batch_size, seed,
-                           settings=method_settings)
+    return build_analyzers(
+        model, [m for m in methods if m != CONTROL], patterns, background, batch_size, seed, settings=method_settings
+    )
 
 
 def compute_maps(analyzer, images, labels, images_per_batch):
     """The analyzer's maps of the true classes, (n, H, W, C), and the seconds they took."""
     started = time.perf_counter()
-    maps = [np.asarray(analyzer.analyze(images[i:i + images_per_batch], labels[i:i + images_per_batch]))
-            for i in range(0, len(images), images_per_batch)]
+    maps = [
+        np.asarray(analyzer.analyze(images[i : i + images_per_batch], labels[i : i + images_per_batch]))
+        for i in range(0, len(images), images_per_batch)
+    ]
     return np.concatenate(maps), time.perf_counter() - started
 
 
@@ -114,13 +137,17 @@ def summarise(scores, resamples, seed):
         for name in names:
             summary[name][f"{metric}_rank"] = ranks[metric][name]
     differences = {}
-    for a, b in (("pgig", "integrated_gradients"), ("pgig", "pattern_attribution"),
-                 ("integrated_gradients", "pattern_attribution")):
+    for a, b in (
+        ("pgig", "integrated_gradients"),
+        ("pgig", "pattern_attribution"),
+        ("integrated_gradients", "pattern_attribution"),
+    ):
         if a in scores and b in scores:
             differences[f"{a} - {b}"] = {}
             for metric in METRICS:
-                mean, low, high = paired_difference_ci(scores[a][metric], scores[b][metric], resamples=resamples,
-                                                       seed=seed)
+                mean, low, high = paired_difference_ci(
+                    scores[a][metric], scores[b][metric], resamples=resamples, seed=seed
+                )
                 differences[f"{a} - {b}"][metric] = mean
                 differences[f"{a} - {b}"][f"{metric}_ci"] = [low, high]
     return summary, ranks, differences
@@ -168,8 +195,16 @@ def plot_scores(summary, path):
         means = np.array([summary[name][metric] for name in names])
         intervals = np.array([summary[name][f"{metric}_ci"] for name in names])
         errors = np.stack([means - intervals[:, 0], intervals[:, 1] - means])
-        colours = ["tab:green" if name == CONTROL else "tab:grey" if name == "random" else
-                   "tab:red" if name == "pgig" else "tab:blue" for name in names]
+        colours = [
+            "tab:green"
+            if name == CONTROL
+            else "tab:grey"
+            if name == "random"
+            else "tab:red"
+            if name == "pgig"
+            else "tab:blue"
+            for name in names
+        ]
         ax.bar(range(len(names)), means, yerr=errors, color=colours, capsize=2)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=75, fontsize=7)
@@ -209,14 +244,20 @@ def main(argv=None):
     warnings.filterwarnings("ignore", category=SoftmaxOutputWarning)  # the softmax output is explained on purpose
     started = time.perf_counter()
     model, accuracy, (train, test) = trained_ground_truth_cnn(
-        args.cache_dir, seed=args.seed, num_train=args.num_train, num_test=args.num_test, epochs=args.epochs,
-        verbose=not args.quiet)
+        args.cache_dir,
+        seed=args.seed,
+        num_train=args.num_train,
+        num_test=args.num_test,
+        epochs=args.epochs,
+        verbose=not args.quiet,
+    )
     if accuracy < MIN_TEST_ACCURACY and not args.quiet:
         print(f"warning: test accuracy {accuracy:.3f} is below {MIN_TEST_ACCURACY}: train longer (--epochs)")
     keras.utils.set_random_seed(args.seed)
-    patterns = fit_patterns(model, train.images[:args.num_fit], verbose=False)
-    analyzers = build_method_analyzers(model, args.methods, patterns, train.images[:args.num_background],
-                                       args.batch_size, args.seed)
+    patterns = fit_patterns(model, train.images[: args.num_fit], verbose=False)
+    analyzers = build_method_analyzers(
+        model, args.methods, patterns, train.images[: args.num_background], args.batch_size, args.seed
+    )
     n = args.num_images
     images, labels = test.images[:n], test.labels[:n]
     signal_masks, distractor_masks = test.signal_masks[:n], test.distractor_masks[:n]
@@ -227,7 +268,7 @@ def main(argv=None):
         else:
             maps, seconds[name] = compute_maps(analyzers[name], images, labels, args.images_per_batch)
         scores[name] = localization_scores(maps, signal_masks, distractor_masks)
-        examples[name] = maps[:args.num_examples]
+        examples[name] = maps[: args.num_examples]
         if not args.quiet:
             print(f"{name}: mass accuracy {scores[name]['mass_accuracy'].mean():.3f} ({seconds[name]:.1f} s)")
     summary, ranks, differences = summarise(scores, args.resamples, args.seed)
@@ -239,9 +280,21 @@ def main(argv=None):
         "mask_area_fraction": float(signal_masks.mean()),
         "distractor_area_fraction": float(distractor_masks.mean()),
         "overlap_fraction": float(np.mean(np.any(signal_masks & distractor_masks, axis=(1, 2)))),
-        "settings": {key: getattr(args, key) for key in ("seed", "methods", "quick", "num_train", "num_test",
-                                                         "num_images", "epochs", "num_fit", "num_background",
-                                                         "resamples")},
+        "settings": {
+            key: getattr(args, key)
+            for key in (
+                "seed",
+                "methods",
+                "quick",
+                "num_train",
+                "num_test",
+                "num_images",
+                "epochs",
+                "num_fit",
+                "num_background",
+                "resamples",
+            )
+        },
         "targets": "the true class (softmax output)",
         "intervals": "percentile bootstrap 95% over images, the same resampled images for every method",
         "ranks": ranks,
@@ -255,8 +308,10 @@ def main(argv=None):
     plot_scores(summary, os.path.join(args.out, "scores.png"))
     if not args.quiet:
         print_table(results)
-        print(f"test accuracy {accuracy:.4f}; signal mask area fraction {results['mask_area_fraction']:.4f}; "
-              f"{time.perf_counter() - started:.0f} s in all; wrote {args.out}/results.json, examples.png, scores.png")
+        print(
+            f"test accuracy {accuracy:.4f}; signal mask area fraction {results['mask_area_fraction']:.4f}; "
+            f"{time.perf_counter() - started:.0f} s in all; wrote {args.out}/results.json, examples.png, scores.png"
+        )
     return results
 
 

@@ -23,8 +23,13 @@ def run(mean=0.0, std=0.5, seed=0, steps=25):
     maps = {name: analyzer.analyze(x, neuron_selection=0) for name, analyzer in maps.items()}
     plateau = z > 1
     summary = {
-        "settings": {"distractor_mean": mean, "distractor_std": std, "seed": seed, "steps": steps,
-                     "num_samples": int(len(z))},
+        "settings": {
+            "distractor_mean": mean,
+            "distractor_std": std,
+            "seed": seed,
+            "steps": steps,
+            "num_samples": int(len(z)),
+        },
         "patterns": {name: patterns[name].ravel().tolist() for name in patterns},
         "max_abs_output_error": float(np.max(np.abs(model.predict(x, verbose=0)[:, 0] - y))),
         "methods": {
@@ -75,9 +80,14 @@ def plot(arrays, path):
     axes[-1].axis("off")
     handles, labels = axes[1].get_legend_handles_labels()
     axes[-1].legend(handles, labels, loc="upper left", fontsize=12, frameon=False)
-    axes[-1].text(0.02, 0.45, "attributions (e)-(g) per input\ndimension, against z\n\n"
-                  "dotted line: z = 1,\nwhere the plateau starts", fontsize=12, va="top",
-                  transform=axes[-1].transAxes)
+    axes[-1].text(
+        0.02,
+        0.45,
+        "attributions (e)-(g) per input\ndimension, against z\n\ndotted line: z = 1,\nwhere the plateau starts",
+        fontsize=12,
+        va="top",
+        transform=axes[-1].transAxes,
+    )
     fig.suptitle("PGIG stress test (after Schwarzenberg & Castle 2020, Fig. 2)", fontsize=14)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -103,8 +113,10 @@ def main(argv=None):
         json.dump(summary, handle, indent=2)
     print("fitted patterns:", json.dumps(summary["patterns"]))
     for name, numbers in summary["methods"].items():
-        print(f"{name:>22}: mean |x2 attribution| {numbers['mean_abs_distractor_dim_x2']:.4f}, "
-              f"mean |x1| on plateau z>1 {numbers['mean_abs_x1_on_plateau']:.4f}")
+        print(
+            f"{name:>22}: mean |x2 attribution| {numbers['mean_abs_distractor_dim_x2']:.4f}, "
+            f"mean |x1| on plateau z>1 {numbers['mean_abs_x1_on_plateau']:.4f}"
+        )
     print(f"wrote {png} and {os.path.join(args.out, 'stress_test.json')}")
 
 

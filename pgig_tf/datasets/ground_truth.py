@@ -123,7 +123,7 @@ def make_ground_truth_data(num_images, seed=0, image_size=IMAGE_SIZE):
     for i in range(n):
         top, left = rng.integers(1, size - SHAPE_SIZE, size=2)
         amplitude = rng.uniform(*SIGNAL_AMPLITUDE)
-        signal[i, top:top + SHAPE_SIZE, left:left + SHAPE_SIZE] = stencils[labels[i]] * amplitude
+        signal[i, top : top + SHAPE_SIZE, left : left + SHAPE_SIZE] = stencils[labels[i]] * amplitude
         centre = np.array([top, left]) + SHAPE_SIZE // 2
         overlap = rng.random() < OVERLAP_PROBABILITY
         for j in range(NUM_DECOYS):
@@ -134,14 +134,15 @@ def make_ground_truth_data(num_images, seed=0, image_size=IMAGE_SIZE):
                 row, col = np.clip(row, 0, size - height), np.clip(col, 0, size - width)
             else:
                 row, col = rng.integers(0, size - height + 1), rng.integers(0, size - width + 1)
-            window = decoys[i, row:row + height, col:col + width]
+            window = decoys[i, row : row + height, col : col + width]
             np.maximum(window, stencil * rng.uniform(*DECOY_AMPLITUDE), out=window)
     field = _smooth_fields(rng, n, size).astype(np.float32)
     noise = np.clip(rng.normal(0.0, NOISE_STD, size=(n, size, size)), -NOISE_LIMIT, NOISE_LIMIT)
     distractor = decoys + field
     images = (signal + distractor + noise).astype(np.float32)[..., None]
-    return GroundTruthData(images, labels, signal != 0, decoys != 0, signal, distractor.astype(np.float32),
-                           decoys, field)
+    return GroundTruthData(
+        images, labels, signal != 0, decoys != 0, signal, distractor.astype(np.float32), decoys, field
+    )
 
 
 def load_ground_truth_images(seed=0, num_train=6000, num_test=1000):
@@ -202,6 +203,8 @@ def trained_ground_truth_cnn(cache_dir, seed=0, num_train=6000, num_test=1000, e
 
     model.save(path)
     with atomic_write(info_path) as handle:
-        json.dump({"test_accuracy": accuracy, "seed": seed, "num_train": num_train, "num_test": num_test,
-                   "epochs": epochs}, handle)
+        json.dump(
+            {"test_accuracy": accuracy, "seed": seed, "num_train": num_train, "num_test": num_test, "epochs": epochs},
+            handle,
+        )
     return model, accuracy, (train, test)

@@ -115,8 +115,9 @@ def predict_batches(model, x, batch_size=32):
     32); under `tf.config.experimental.enable_op_determinism()` Keras' tf.data pipeline for a
     last, partial batch makes TensorFlow log an internal error line, which this avoids.
     """
-    return np.concatenate([np.asarray(model.predict_on_batch(x[start:start + batch_size]))
-                           for start in range(0, len(x), batch_size)])
+    return np.concatenate(
+        [np.asarray(model.predict_on_batch(x[start : start + batch_size])) for start in range(0, len(x), batch_size)]
+    )
 
 
 def choose_examples(classes, count):
@@ -135,8 +136,19 @@ def choose_examples(classes, count):
     return sorted((firsts + rest)[:count])
 
 
-def run_benchmark(analyzers, degrader, batches, num_batches, checkpoint, fingerprint, smoothness_scales=None,
-                  checkpoint_every=5, batch_seed=None, keep_examples=0, verbose=True):
+def run_benchmark(
+    analyzers,
+    degrader,
+    batches,
+    num_batches,
+    checkpoint,
+    fingerprint,
+    smoothness_scales=None,
+    checkpoint_every=5,
+    batch_seed=None,
+    keep_examples=0,
+    verbose=True,
+):
     """Runs every analyzer on every batch and returns (the state with its totals, the kept examples).
 
     `analyzers`: name -> analyzer. `batches`: an iterable of (images, targets or None) or

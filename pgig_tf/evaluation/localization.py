@@ -105,8 +105,10 @@ def localization_scores(maps, signal_masks, distractor_masks):
     """
     maps = np.asarray(maps)
     if not (len(maps) == len(signal_masks) == len(distractor_masks)):
-        raise ValueError(f"maps and masks must have the same number of images, got {len(maps)}, "
-                         f"{len(signal_masks)} and {len(distractor_masks)}")
+        raise ValueError(
+            f"maps and masks must have the same number of images, got {len(maps)}, "
+            f"{len(signal_masks)} and {len(distractor_masks)}"
+        )
     scores = {"mass_accuracy": [], "rank_accuracy": [], "distractor_mass": []}
     for attribution, signal, distractor in zip(maps, signal_masks, distractor_masks):
         scores["mass_accuracy"].append(relevance_mass_accuracy(attribution, signal))

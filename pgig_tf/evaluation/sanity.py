@@ -259,13 +259,20 @@ def plot_randomization(result, path, title=None):
     ax.set_xlabel(f"layers randomised from the top ({kind})", fontsize=12)
     of = "|attribution|" if first.absolute else "attribution"
     ax.set_ylabel(f"Spearman rank correlation of {of}\nwith the original (mean ± std over inputs)", fontsize=12)
-    ax.set_title((title or "Model-randomisation sanity check")
-                 + "\ngood: falling to 0, as maps that depend on the learned weights decorrelate once those are random",
-                 fontsize=12)
+    ax.set_title(
+        (title or "Model-randomisation sanity check")
+        + "\ngood: falling to 0, as maps that depend on the learned weights decorrelate once those are random",
+        fontsize=12,
+    )
     # the direction, beside the axis: an arrow from 1 (maps ignore the weights) down to 0 (decorrelated)
     top, zero = (1.0 + 1.05) / 2.1, 1.05 / 2.1  # correlations 1 and 0 as fractions of the axis
-    ax.annotate("", xy=(1.025, zero), xytext=(1.025, top), xycoords="axes fraction",
-                arrowprops={"arrowstyle": "-|>", "color": "black", "lw": 1.5})
+    ax.annotate(
+        "",
+        xy=(1.025, zero),
+        xytext=(1.025, top),
+        xycoords="axes fraction",
+        arrowprops={"arrowstyle": "-|>", "color": "black", "lw": 1.5},
+    )
     ax.text(1.045, top, "worse:\nmaps ignore\nthe weights", transform=ax.transAxes, fontsize=11, va="top", ha="left")
     ax.text(1.045, zero, "better:\ndecorrelated", transform=ax.transAxes, fontsize=11, va="center", ha="left")
     ax.grid(alpha=0.3)

@@ -148,8 +148,9 @@ def _is_identity(activation):
     return activation is None or activation is keras.activations.linear
 
 
-def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoint=None, checkpoint_every=50,
-                 strategy=None):
+def fit_patterns(
+    model, data, kind="relu", batch_size=64, verbose=True, checkpoint=None, checkpoint_every=50, strategy=None
+):
     """Fits a pattern for every Dense/Conv layer of `model` from `data`, in one pass (Eq. 2).
 
     kind="relu" uses the two-component estimator (E+ over the samples where a unit is

@@ -72,8 +72,7 @@ class Patterns(Mapping):
         wrong = [
             f"{L.describe(layer)}: pattern {self._arrays[layer.name].shape}, kernel {tuple(layer.kernel.shape)}"
             for layer in kernel_layers
-            if layer.name in self._arrays
-            and self._arrays[layer.name].shape != tuple(layer.kernel.shape)
+            if layer.name in self._arrays and self._arrays[layer.name].shape != tuple(layer.kernel.shape)
         ]
         extra = sorted(set(self._arrays) - {layer.name for layer in kernel_layers})
         problems = []
@@ -85,6 +84,7 @@ class Patterns(Mapping):
             problems.append("patterns for layers the model does not have: " + ", ".join(extra))
         if problems:
             raise ValueError(
-                f"Patterns do not fit model '{model.name}': " + ". ".join(problems)
+                f"Patterns do not fit model '{model.name}': "
+                + ". ".join(problems)
                 + ". Were they fitted on another model? Refit with fit_patterns(model, data)."
             )

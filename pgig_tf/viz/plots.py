@@ -124,7 +124,7 @@ def wrapped_name(name, width=10):
     if len(name) <= width or not underscores:
         return name
     cut = min(underscores, key=lambda i: abs(i - len(name) / 2))
-    return name[:cut + 1] + "\n" + name[cut + 1:]
+    return name[: cut + 1] + "\n" + name[cut + 1 :]
 
 
 def plot_heatmap_grid(images, maps, path, row_titles=None, percentile=99.5):
@@ -149,8 +149,13 @@ def plot_heatmap_grid(images, maps, path, row_titles=None, percentile=99.5):
     panel = 1.0  # inches per image at 100 dpi
     label_width = 1.5 if row_titles else 0.3
     # at least 3.4 inches high, so that the colour bar's label fits beside a grid of one or two rows
-    fig, axes = plt.subplots(rows, cols, figsize=(label_width + panel * cols + 1.2, max(0.9 + panel * rows, 3.4)),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(label_width + panel * cols + 1.2, max(0.9 + panel * rows, 3.4)),
+        squeeze=False,
+        layout="constrained",
+    )
     for r, image in enumerate(images):
         axes[r, 0].imshow(image_for_display(image), cmap="gray")
         if row_titles:
@@ -163,8 +168,9 @@ def plot_heatmap_grid(images, maps, path, row_titles=None, percentile=99.5):
         axis.set_xticks([])
         axis.set_yticks([])
     # diverging_rgb is matplotlib's 'bwr' computed exactly, so this bar shows the maps' colours
-    bar = fig.colorbar(ScalarMappable(Normalize(-1.0, 1.0), "bwr"), ax=axes, ticks=[-1.0, 0.0, 1.0],
-                       fraction=0.02, pad=0.01, aspect=30)
+    bar = fig.colorbar(
+        ScalarMappable(Normalize(-1.0, 1.0), "bwr"), ax=axes, ticks=[-1.0, 0.0, 1.0], fraction=0.02, pad=0.01, aspect=30
+    )
     bar.ax.set_yticklabels(["-1", "0", "+1"], fontsize=12)
     bar.set_label(f"each map / its own\n{percentile:g}th percentile of |map|\n(clipped to ±1)", fontsize=11)
     fig.suptitle("attributions: red positive, blue negative", fontsize=15)
@@ -195,8 +201,18 @@ METHOD_STYLES = {
 # Methods not in the table take these in turn: dash patterns the table does not use, so no
 # fallback style equals a table style (30 distinct pairs before the cycle repeats).
 FALLBACK_LINESTYLES = ((0, (6, 2)), (0, (1, 1)), (0, (4, 1, 1, 1, 1, 1)))
-FALLBACK_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+FALLBACK_COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 FALLBACK_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
 
 
@@ -208,8 +224,11 @@ def method_styles(names):
             styles[name] = METHOD_STYLES[name]
         else:
             linestyle = FALLBACK_LINESTYLES[(unknown // len(FALLBACK_COLOURS)) % len(FALLBACK_LINESTYLES)]
-            styles[name] = (FALLBACK_COLOURS[unknown % len(FALLBACK_COLOURS)], linestyle,
-                            FALLBACK_MARKERS[unknown % len(FALLBACK_MARKERS)])
+            styles[name] = (
+                FALLBACK_COLOURS[unknown % len(FALLBACK_COLOURS)],
+                linestyle,
+                FALLBACK_MARKERS[unknown % len(FALLBACK_MARKERS)],
+            )
             unknown += 1
     return styles
 
@@ -233,15 +252,31 @@ def plot_degradation_curves(methods, path, title="image degradation (steeper is 
         k = np.arange(len(curve))
         colour, linestyle, marker = styles[name]
         every = max(len(curve) // 8, 1)
-        axis.plot(k, curve, color=colour, ls=linestyle, lw=2.0 if name != "random" else 1.5, marker=marker or None,
-                  markersize=6, markevery=(position % every, every), label=f"{name} ({result['aupc']:.2f})")
+        axis.plot(
+            k,
+            curve,
+            color=colour,
+            ls=linestyle,
+            lw=2.0 if name != "random" else 1.5,
+            marker=marker or None,
+            markersize=6,
+            markevery=(position % every, every),
+            label=f"{name} ({result['aupc']:.2f})",
+        )
         axis.fill_between(k, curve - stderr, curve + stderr, color=colour, alpha=0.12, linewidth=0)
     axis.set_xlabel("patches perturbed (most relevant first)", fontsize=12)
     axis.set_ylabel("probability of the clean prediction", fontsize=12)
     axis.tick_params(labelsize=11)
     axis.set_title(title, fontsize=13)
-    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=10.5,
-                title="method (AUPC), lowest first;\nbands: ± 1 standard error", title_fontsize=10.5, handlelength=3.2)
+    axis.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+        fontsize=10.5,
+        title="method (AUPC), lowest first;\nbands: ± 1 standard error",
+        title_fontsize=10.5,
+        handlelength=3.2,
+    )
     axis.grid(alpha=0.3)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -75,23 +75,55 @@ def test_prepare_keeps_what_the_user_set(monkeypatch):
 
 def test_main_job_log_is_clean(tmp_path):
     """The benchmark as a user runs it, stdout and stderr redirected to a file: no TensorFlow noise, plain progress."""
-    model = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
-                              keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 1)),
+            keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.set_weights([np.random.default_rng(0).normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
     model.save(tmp_path / "tiny.keras")
     env = {key: value for key, value in os.environ.items() if not key.startswith("TF_")}
     env["PYTHONPATH"] = ROOT
     log = tmp_path / "log.txt"
-    command = [sys.executable, os.path.join(ROOT, "scripts", "degradation_benchmark.py"),
-               "--out", str(tmp_path / "out"), "--model", str(tmp_path / "tiny.keras"),
-               "--num-images", "10", "--images-per-batch", "4",
-               "--methods", "gradient,pgig,smoothgrad_squared", "--patch-size", "8", "--num-steps", "4"]
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "scripts", "degradation_benchmark.py"),
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        str(tmp_path / "tiny.keras"),
+        "--num-images",
+        "10",
+        "--images-per-batch",
+        "4",
+        "--methods",
+        "gradient,pgig,smoothgrad_squared",
+        "--patch-size",
+        "8",
+        "--num-steps",
+        "4",
+    ]
     with open(log, "wb") as handle:
         done = subprocess.run(command, cwd=tmp_path, env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=600)
     text = log.read_text()
     assert done.returncode == 0, text
-    for unwanted in ("\r", "\x1b", "I0000", "E0000", "W0000", "oneDNN", "absl::InitializeLog", "cpu_feature_guard",
-                     "use_unbounded_threadpool", "retracing", "WARNING", "Warning"):
+    for unwanted in (
+        "\r",
+        "\x1b",
+        "I0000",
+        "E0000",
+        "W0000",
+        "oneDNN",
+        "absl::InitializeLog",
+        "cpu_feature_guard",
+        "use_unbounded_threadpool",
+        "retracing",
+        "WARNING",
+        "Warning",
+    ):
         assert unwanted not in text, (unwanted, text)
     # the model's held-out accuracy is computed on 359 digits (a partial last batch) under op determinism
     assert json.loads((tmp_path / "out" / "results.json").read_text())["model"]["test_accuracy"] is not None

@@ -15,8 +15,20 @@ NUM_IMAGES = 8
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     cache = str(tmp_path_factory.mktemp("cache"))
-    cli.main(["--quick", "--out", str(out), "--cache-dir", cache, "--num-images", str(NUM_IMAGES),
-              "--resamples", "200", "--quiet"])
+    cli.main(
+        [
+            "--quick",
+            "--out",
+            str(out),
+            "--cache-dir",
+            cache,
+            "--num-images",
+            str(NUM_IMAGES),
+            "--resamples",
+            "200",
+            "--quiet",
+        ]
+    )
     return out, json.loads((out / "results.json").read_text())
 
 
@@ -62,9 +74,11 @@ def test_default_methods_are_the_degradation_benchmarks_plus_the_control():
 
 
 def test_help_does_not_import_tensorflow():
-    code = ("import sys\nfrom pgig_tf.cli import ground_truth_benchmark as c\n"
-            "try:\n    c.parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    code = (
+        "import sys\nfrom pgig_tf.cli import ground_truth_benchmark as c\n"
+        "try:\n    c.parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "ground-truth" in output.lower() or "signal" in output
     assert output.strip().splitlines()[-1] == "False False"
@@ -74,6 +88,21 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(SystemExit):
         cli.parse_args(["--num-images", "1"])
     with pytest.raises(SystemExit):
-        cli.main(["--methods", "no_such_method", "--num-images", "2", "--num-train", "8", "--num-test", "4",
-                  "--epochs", "1", "--quiet", "--out", str(tmp_path / "out")])
+        cli.main(
+            [
+                "--methods",
+                "no_such_method",
+                "--num-images",
+                "2",
+                "--num-train",
+                "8",
+                "--num-test",
+                "4",
+                "--epochs",
+                "1",
+                "--quiet",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
     assert not (tmp_path / "out").exists()  # refused before anything is written

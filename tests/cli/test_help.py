@@ -26,8 +26,9 @@ print(code, "tensorflow" in sys.modules, "keras" in sys.modules, text.getvalue()
 @pytest.mark.parametrize("name", COMMANDS)
 def test_help_does_not_import_tensorflow(name):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    done = subprocess.run([sys.executable, "-c", PROBE.format(name=name)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(name=name)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     # exit code 0, tensorflow not imported, keras not imported, the usage text printed
     assert done.stdout.split() == ["0", "False", "False", "True"], done.stdout + done.stderr

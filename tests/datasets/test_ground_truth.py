@@ -27,7 +27,7 @@ def test_signal_is_the_class_shape_and_zero_outside_its_mask(data):
     for signal_mask, label, signal in zip(data.signal_masks, data.labels, data.signal):
         rows, cols = np.nonzero(signal_mask)
         top, left = rows.min(), cols.min()
-        box = signal_mask[top:top + gt.SHAPE_SIZE, left:left + gt.SHAPE_SIZE]
+        box = signal_mask[top : top + gt.SHAPE_SIZE, left : left + gt.SHAPE_SIZE]
         np.testing.assert_array_equal(box, gt.class_shape(label))
         assert len(np.unique(signal[signal_mask])) == 1  # one amplitude per shape
     np.testing.assert_array_equal(np.bincount(data.labels), [100] * 4)  # balanced classes
@@ -53,8 +53,11 @@ def test_decoys_overlap_the_signal_often_and_carry_no_class(data):
     per_class = [areas[data.labels == label].mean() for label in range(4)]
     assert max(per_class) - min(per_class) < 2.0
     for kind in range(3):  # no decoy stencil equals a class stencil
-        assert all(gt.decoy_shape(kind).shape != gt.class_shape(label).shape
-                   or not np.array_equal(gt.decoy_shape(kind), gt.class_shape(label)) for label in range(4))
+        assert all(
+            gt.decoy_shape(kind).shape != gt.class_shape(label).shape
+            or not np.array_equal(gt.decoy_shape(kind), gt.class_shape(label))
+            for label in range(4)
+        )
 
 
 def test_errors():
@@ -67,20 +70,26 @@ def test_errors():
 
 
 def test_trained_cnn_is_cached(tmp_path):
-    model, accuracy, (train, test) = gt.trained_ground_truth_cnn(str(tmp_path), num_train=64, num_test=16, epochs=1,
-                                                                verbose=False)
+    model, accuracy, (train, test) = gt.trained_ground_truth_cnn(
+        str(tmp_path), num_train=64, num_test=16, epochs=1, verbose=False
+    )
     assert model.output_shape == (None, 4) and len(train.images) == 64 and len(test.images) == 16
     assert accuracy == np.mean(model.predict(test.images, verbose=0).argmax(1) == test.labels)
     files = sorted(path.name for path in tmp_path.iterdir())
-    assert files == ["ground_truth_cnn_seed0_train64_epochs1.keras", "ground_truth_cnn_seed0_train64_epochs1.keras.json"]
-    cached, cached_accuracy, _ = gt.trained_ground_truth_cnn(str(tmp_path), num_train=64, num_test=16, epochs=1,
-                                                             verbose=False)
+    assert files == [
+        "ground_truth_cnn_seed0_train64_epochs1.keras",
+        "ground_truth_cnn_seed0_train64_epochs1.keras.json",
+    ]
+    cached, cached_accuracy, _ = gt.trained_ground_truth_cnn(
+        str(tmp_path), num_train=64, num_test=16, epochs=1, verbose=False
+    )
     assert cached_accuracy == accuracy
     for a, b in zip(model.get_weights(), cached.get_weights()):
         np.testing.assert_array_equal(a, b)
     stamp = (tmp_path / files[0]).stat().st_mtime_ns
-    _, other_accuracy, (_, bigger) = gt.trained_ground_truth_cnn(str(tmp_path), num_train=64, num_test=32, epochs=1,
-                                                                verbose=False)
+    _, other_accuracy, (_, bigger) = gt.trained_ground_truth_cnn(
+        str(tmp_path), num_train=64, num_test=32, epochs=1, verbose=False
+    )
     assert len(bigger.images) == 32 and sorted(path.name for path in tmp_path.iterdir()) == files
     assert (tmp_path / files[0]).stat().st_mtime_ns == stamp  # loaded, not retrained
     assert other_accuracy == np.mean(cached.predict(bigger.images, verbose=0).argmax(1) == bigger.labels)
