@@ -38,9 +38,11 @@ def digits(num_images):
         ids = np.stack([np.full(len(counts), i), np.arange(len(counts))], axis=1)
         road_fill(np.repeat(image[None], len(counts), 0), removed, 0.02, 0, ids)
     seconds = time.perf_counter() - start
-    print(f"digits 32x32x1: {len(images)} images x {len(counts)} points: imputation {seconds:.1f} s "
-          f"({1e3 * seconds / len(images):.1f} ms per image, {1e3 * seconds / (len(images) * len(counts)):.2f} ms "
-          "per copy)")
+    print(
+        f"digits 32x32x1: {len(images)} images x {len(counts)} points: imputation {seconds:.1f} s "
+        f"({1e3 * seconds / len(images):.1f} ms per image, {1e3 * seconds / (len(images) * len(counts)):.2f} ms "
+        "per copy)"
+    )
 
     model = build_digits_cnn()
     engine = PerturbationCurves(model, "morf", "road", patch_size=4, road_noise=0.02, batch_size=64)

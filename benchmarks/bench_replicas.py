@@ -37,10 +37,13 @@ def time_methods(models, images, patterns, batch_size, repeats, strategies):
             maps[key] = analyzer.analyze(images, neuron_selection=0)
         row["speedup"] = row["one_device"] / row["replicas"]
         row["max_relative_difference"] = float(
-            np.max(np.abs(maps["replicas"] - maps["one_device"])) / np.max(np.abs(maps["one_device"])))
+            np.max(np.abs(maps["replicas"] - maps["one_device"])) / np.max(np.abs(maps["one_device"]))
+        )
         rows[name] = row
-        print(f"{name:<22}{row['one_device']:>12.4f}{row['replicas']:>12.4f}{row['speedup']:>9.2f}"
-              f"{row['max_relative_difference']:>12.1e}")
+        print(
+            f"{name:<22}{row['one_device']:>12.4f}{row['replicas']:>12.4f}{row['speedup']:>9.2f}"
+            f"{row['max_relative_difference']:>12.1e}"
+        )
     return rows
 
 
@@ -54,23 +57,34 @@ def fit_section(models, data, batch_size, strategies):
     row["speedup"] = row["one_device"] / row["replicas"]
     row["max_relative_difference"] = max(
         float(np.max(np.abs(fitted["replicas"][k] - p)) / max(np.max(np.abs(p)), 1e-30))
-        for k, p in fitted["one_device"].items())
+        for k, p in fitted["one_device"].items()
+    )
     row["batch_size"], row["images"] = batch_size, len(data)
-    print(f"{'fit_patterns':<22}{row['one_device']:>12.4f}{row['replicas']:>12.4f}{row['speedup']:>9.2f}"
-          f"{row['max_relative_difference']:>12.1e}")
+    print(
+        f"{'fit_patterns':<22}{row['one_device']:>12.4f}{row['replicas']:>12.4f}{row['speedup']:>9.2f}"
+        f"{row['max_relative_difference']:>12.1e}"
+    )
     return row
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="digits",
-                        help="digits (the embedded CNN, the default), vgg16 (weights=None, 224x224), or a .keras file")
+    parser.add_argument(
+        "--model",
+        default="digits",
+        help="digits (the embedded CNN, the default), vgg16 (weights=None, 224x224), or a .keras file",
+    )
     parser.add_argument("--replicas", type=int, default=2, help="replicas of the distributed runs (default 2)")
-    parser.add_argument("--images", type=int, default=None,
-                        help="images per analyze call (default 2 per replica: every replica gets whole images)")
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        help="images per analyze call (default 2 per replica: every replica gets whole images)",
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="the analyzers' batch size")
-    parser.add_argument("--fit-images", type=int, default=None,
-                        help="images of the fit_patterns timing (default 4 batches)")
+    parser.add_argument(
+        "--fit-images", type=int, default=None, help="images of the fit_patterns timing (default 4 batches)"
+    )
     parser.add_argument("--fit-batch-size", type=int, default=16, help="fit_patterns' batch size (split over replicas)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-fit", action="store_true")
@@ -94,16 +108,28 @@ def main(argv=None):
     model = load_model(args.model, args.cache_dir)
     mirrored = mirror_model(model, strategy)
     models, strategies = (model, mirrored), (None, strategy)
-    patterns = Patterns({l.name: np.random.default_rng(0).normal(0, 1, l.kernel.shape).astype(np.float32)
-                         for l in model.layers if hasattr(l, "kernel")})
+    patterns = Patterns(
+        {
+            l.name: np.random.default_rng(0).normal(0, 1, l.kernel.shape).astype(np.float32)
+            for l in model.layers
+            if hasattr(l, "kernel")
+        }
+    )
     images = inputs_for(model, args.images or 2 * args.replicas, seed=1)
     report = {
-        "model": args.model, "replicas": args.replicas, "devices": list(strategy.extended.worker_devices),
-        "images": len(images), "batch_size": args.batch_size, "repeats": args.repeats, "settings": METHODS,
+        "model": args.model,
+        "replicas": args.replicas,
+        "devices": list(strategy.extended.worker_devices),
+        "images": len(images),
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "settings": METHODS,
         "machine": machine_info(),
     }
-    print(f"{args.model}: {len(images)} images per call, 1 device vs {args.replicas} replicas on "
-          f"{', '.join(d.split('/')[-1] for d in strategy.extended.worker_devices)}; seconds per image")
+    print(
+        f"{args.model}: {len(images)} images per call, 1 device vs {args.replicas} replicas on "
+        f"{', '.join(d.split('/')[-1] for d in strategy.extended.worker_devices)}; seconds per image"
+    )
     print(f"{'':<22}{'1 device':>12}{f'{args.replicas} replicas':>12}{'speedup':>9}{'max diff':>12}")
     report["methods"] = time_methods(models, images, patterns, args.batch_size, args.repeats, strategies)
     write_report(args.out, report)

@@ -53,8 +53,15 @@ SPEED_METHODS = {
 
 
 # Methods without random draws: their jit_compile maps are comparable with float32's.
-DETERMINISTIC = ("gradient", "input_t_gradient", "guided_backprop", "pattern_net", "pattern_attribution",
-                 "integrated_gradients", "pgig")
+DETERMINISTIC = (
+    "gradient",
+    "input_t_gradient",
+    "guided_backprop",
+    "pattern_net",
+    "pattern_attribution",
+    "integrated_gradients",
+    "pgig",
+)
 
 
 def evaluations(name, settings):
@@ -159,8 +166,9 @@ def forward_time(model, batch_size, repeats):
     import tensorflow as tf
 
     shape = tuple(model.inputs[0].shape[1:])
-    forward = tf.function(lambda x: model(x, training=False),
-                          input_signature=[tf.TensorSpec((None,) + shape, tf.float32)])
+    forward = tf.function(
+        lambda x: model(x, training=False), input_signature=[tf.TensorSpec((None,) + shape, tf.float32)]
+    )
     x = tf.constant(inputs_for(model, batch_size))
     return median_time(lambda: forward(x).numpy(), repeats) / batch_size
 
@@ -189,12 +197,20 @@ def time_analyzer(model, name, settings, batch_size, patterns, background, limit
     method_seconds, limit_seconds = paired_times(lambda: analyzer.analyze(x, neuron_selection=0), limit, repeats)
     per_image = statistics.median(method_seconds) / images
     rounds = [m / (images * evals * g) for m, g in zip(method_seconds, limit_seconds)]
-    return {"seconds_per_image": per_image, "evaluations_per_image": evals, "images": images,
-            "batch_size": batch_size, "chunk": chunk, "ratio": statistics.median(rounds), "ratio_rounds": rounds,
-            "method_rounds": method_seconds, "limit_rounds": limit_seconds,
-            "ratio_first_limit": per_image / (evals * limit.best),
-            "ratio_same_chunk": per_image / (evals * limit.at(chunk)),
-            "traces_after_repeats": analyzer.tracing_count}
+    return {
+        "seconds_per_image": per_image,
+        "evaluations_per_image": evals,
+        "images": images,
+        "batch_size": batch_size,
+        "chunk": chunk,
+        "ratio": statistics.median(rounds),
+        "ratio_rounds": rounds,
+        "method_rounds": method_seconds,
+        "limit_rounds": limit_seconds,
+        "ratio_first_limit": per_image / (evals * limit.best),
+        "ratio_same_chunk": per_image / (evals * limit.at(chunk)),
+        "traces_after_repeats": analyzer.tracing_count,
+    }
 
 
 def levers(model, names, batch_size, patterns, background, limit, repeats, options=("bfloat16", "jit")):
@@ -215,8 +231,9 @@ def levers(model, names, batch_size, patterns, background, limit, repeats, optio
         chosen = [{}] + [{"bfloat16": {"compute_dtype": "bfloat16"}, "jit": {"jit_compile": True}}[o] for o in options]
         for option in chosen:
             combined = dict(settings, **option)
-            analyzer = build_analyzers(model, [name], patterns, background, batch_size, 0,
-                                       settings=lambda _, combined=combined: combined)[name]
+            analyzer = build_analyzers(
+                model, [name], patterns, background, batch_size, 0, settings=lambda _, combined=combined: combined
+            )[name]
             try:
                 seconds = median_time(lambda a=analyzer: a.analyze(x, neuron_selection=0), repeats) / len(x)
             except ValueError as error:  # XLA could not compile this model's loop
@@ -236,8 +253,9 @@ def levers(model, names, batch_size, patterns, background, limit, repeats, optio
     return rows
 
 
-def degradation_vs_floor(model, methods, images, targets, degrader, batch_size, patterns, background, limit,
-                         forward, repeats):
+def degradation_vs_floor(
+    model, methods, images, targets, degrader, batch_size, patterns, background, limit, forward, repeats
+):
     """Per image and method, the degradation benchmark's step (analyze, then the K+1 curve points) against its floor.
 
     The floor is the method's gradient evaluations at the limit plus K+1 compiled forward passes
@@ -250,6 +268,7 @@ def degradation_vs_floor(model, methods, images, targets, degrader, batch_size, 
     analyzers = build_analyzers(model, methods or DEFAULT_METHODS, patterns, background, batch_size, 0)
     rows = {}
     for name, analyzer in analyzers.items():
+
         def step(analyzer=analyzer):
             maps = analyzer.analyze(images, neuron_selection=targets)
             degrader.curves(images, maps, targets)
@@ -258,8 +277,12 @@ def degradation_vs_floor(model, methods, images, targets, degrader, batch_size, 
         seconds = median_time(step, repeats) / len(images)
         evals = 0 if name == "random" else evaluations(name, method_settings(name))
         floor = evals * limit.best + (degrader.num_steps + 1) * forward
-        rows[name] = {"seconds_per_image": seconds, "evaluations_per_image": evals,
-                      "floor_seconds_per_image": floor, "ratio_to_floor": seconds / floor}
+        rows[name] = {
+            "seconds_per_image": seconds,
+            "evaluations_per_image": evals,
+            "floor_seconds_per_image": floor,
+            "ratio_to_floor": seconds / floor,
+        }
     return rows
 
 
@@ -290,13 +313,18 @@ def memory_worker(spec):
     from pgig_tf import Patterns
 
     patterns = Patterns({l.name: np.ones(l.kernel.shape, np.float32) for l in model.layers if hasattr(l, "kernel")})
-    analyzer = make_analyzer(model, spec["method"], spec["settings"], spec["batch_size"], patterns,
-                             inputs_for(model, 4))
+    analyzer = make_analyzer(
+        model, spec["method"], spec["settings"], spec["batch_size"], patterns, inputs_for(model, 4)
+    )
     before = peak_rss_mb()
     analyzer.analyze(inputs_for(model, 1, seed=2), neuron_selection=0)
     after = peak_rss_mb()
-    return {"peak_mb": after, "peak_before_analyze_mb": before, "analyze_mb": after - before,
-            "peak_at_start_mb": started}
+    return {
+        "peak_mb": after,
+        "peak_before_analyze_mb": before,
+        "analyze_mb": after - before,
+        "peak_at_start_mb": started,
+    }
 
 
 def run_worker(spec):
@@ -307,8 +335,13 @@ def run_worker(spec):
     """
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPOSITORY_ROOT, env.get("PYTHONPATH")) if p)
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_speed", "--worker", json.dumps(spec)],
-                         capture_output=True, text=True, env=env, cwd=REPOSITORY_ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_speed", "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPOSITORY_ROOT,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"the memory worker failed (exit code {out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -320,8 +353,9 @@ def peak_memory(model_name, cache_dir, method, settings, batch_size):
     Call it before the calling process loads TensorFlow: on Linux the worker's ru_maxrss starts
     at the caller's peak (the result's `peak_at_start_mb` shows where it started).
     """
-    return run_worker({"model": model_name, "cache_dir": cache_dir, "method": method, "settings": settings,
-                       "batch_size": batch_size})
+    return run_worker(
+        {"model": model_name, "cache_dir": cache_dir, "method": method, "settings": settings, "batch_size": batch_size}
+    )
 
 
 def memory_section(model_name, cache_dir, batch_size=16):
@@ -331,14 +365,19 @@ def memory_section(model_name, cache_dir, batch_size=16):
         return {"skipped": "no resource module on this platform"}
     run_worker({"model": model_name, "cache_dir": cache_dir, "method": None})  # trains the digits CNN if not cached
     memory = {}
-    for name, variants in (("integrated_gradients", ({"steps": 25}, {"steps": 100})),
-                           ("smoothgrad", ({"samples": 25}, {"samples": 100}))):
+    for name, variants in (
+        ("integrated_gradients", ({"steps": 25}, {"steps": 100})),
+        ("smoothgrad", ({"samples": 25}, {"samples": 100})),
+    ):
         for settings in variants:
             key = f"{name} {settings}"
             memory[key] = peak_memory(model_name, cache_dir, name, settings, batch_size)
-            print(f"peak memory, {key}, batch_size {batch_size}: {memory[key]['peak_mb']:.0f} MB "
-                  f"({memory[key]['analyze_mb']:.0f} MB for analyze; the worker started at "
-                  f"{memory[key]['peak_at_start_mb']:.0f} MB)", flush=True)
+            print(
+                f"peak memory, {key}, batch_size {batch_size}: {memory[key]['peak_mb']:.0f} MB "
+                f"({memory[key]['analyze_mb']:.0f} MB for analyze; the worker started at "
+                f"{memory[key]['peak_at_start_mb']:.0f} MB)",
+                flush=True,
+            )
     return memory
 
 
@@ -365,8 +404,13 @@ def machine_info():
     import keras
     import tensorflow as tf
 
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "python": sys.version.split()[0]}
+    return {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": sys.version.split()[0],
+    }
 
 
 def kernel_gradient_time(model, batch_size, repeats):
@@ -391,6 +435,7 @@ def kernel_gradient_time(model, batch_size, repeats):
         def recorded(x, **kwargs):
             shapes[layer.name] = (layer, tuple(x.shape[1:]))
             return call(x, **kwargs)
+
         return recorded
 
     run_graph(model, tf.zeros((1,) + tuple(model.inputs[0].shape[1:])), record)
@@ -410,11 +455,15 @@ def kernel_gradient_time(model, batch_size, repeats):
             with tf.GradientTape(persistent=True) as tape:
                 tape.watch(kernel)
                 z = L.linear_part(layer, x, kernel)
-            return (z, tape.gradient(z, kernel, output_gradients=tf.nn.relu(z)),
-                    tape.gradient(z, kernel, output_gradients=tf.cast(z > 0, z.dtype)))
+            return (
+                z,
+                tape.gradient(z, kernel, output_gradients=tf.nn.relu(z)),
+                tape.gradient(z, kernel, output_gradients=tf.cast(z > 0, z.dtype)),
+            )
 
-        total += (median_time(lambda x=x, f=with_kernel_gradients: [s.numpy() for s in f(x)], repeats)
-                  - median_time(lambda x=x, f=linear_part: f(x).numpy(), repeats))
+        total += median_time(lambda x=x, f=with_kernel_gradients: [s.numpy() for s in f(x)], repeats) - median_time(
+            lambda x=x, f=linear_part: f(x).numpy(), repeats
+        )
     return total / batch_size
 
 
@@ -428,12 +477,20 @@ def fit_section(model, repeats, batch_size=64):
     forward = forward_time(model, batch_size, repeats)
     floor = forward + kernel_gradient_time(model, batch_size, repeats)
     seconds, _ = fit_time(model, data, batch_size)
-    print(f"fit_patterns: {seconds * 1000:.2f} ms/image, forward {forward * 1000:.2f} ms/image, "
-          f"ratio {seconds / forward:.2f}; floor (forward + 2 kernel gradients per layer) "
-          f"{floor * 1000:.2f} ms/image = {floor / forward:.2f}x forward, fit / floor {seconds / floor:.2f}")
-    return {"seconds_per_image": seconds, "forward_seconds_per_image": forward,
-            "ratio_to_forward": seconds / forward, "floor_seconds_per_image": floor,
-            "floor_ratio_to_forward": floor / forward, "ratio_to_floor": seconds / floor, "batch_size": batch_size}
+    print(
+        f"fit_patterns: {seconds * 1000:.2f} ms/image, forward {forward * 1000:.2f} ms/image, "
+        f"ratio {seconds / forward:.2f}; floor (forward + 2 kernel gradients per layer) "
+        f"{floor * 1000:.2f} ms/image = {floor / forward:.2f}x forward, fit / floor {seconds / floor:.2f}"
+    )
+    return {
+        "seconds_per_image": seconds,
+        "forward_seconds_per_image": forward,
+        "ratio_to_forward": seconds / forward,
+        "floor_seconds_per_image": floor,
+        "floor_ratio_to_forward": floor / forward,
+        "ratio_to_floor": seconds / floor,
+        "batch_size": batch_size,
+    }
 
 
 def degradation_section(args, model, patterns, background, limit):
@@ -455,16 +512,25 @@ def degradation_section(args, model, patterns, background, limit):
     # the floor's forward pass at its best batch size, as the limit's gradient
     forward = min(forward_time(model, b, args.repeats) for b in limit.candidates + [args.batch_size])
     methods = [m.strip() for m in args.degradation_methods.split(",")] if args.degradation_methods else None
-    rows = degradation_vs_floor(model, methods, images, targets, degrader, args.batch_size, patterns, background,
-                                limit, forward, args.repeats)
-    print(f"degradation benchmark step, {len(images)} images, K={degrader.num_steps}, forward "
-          f"{forward * 1000:.3f} ms/image:")
+    rows = degradation_vs_floor(
+        model, methods, images, targets, degrader, args.batch_size, patterns, background, limit, forward, args.repeats
+    )
+    print(
+        f"degradation benchmark step, {len(images)} images, K={degrader.num_steps}, forward "
+        f"{forward * 1000:.3f} ms/image:"
+    )
     print(f"{'method':<22}{'evals':>6}{'s/image':>10}{'floor':>10}{'ratio':>8}")
     for name, r in rows.items():
-        print(f"{name:<22}{r['evaluations_per_image']:>6}{r['seconds_per_image']:>10.4f}"
-              f"{r['floor_seconds_per_image']:>10.4f}{r['ratio_to_floor']:>8.3f}")
-    return {"images": len(images), "num_steps": degrader.num_steps, "forward_seconds_per_image": forward,
-            "methods": rows}
+        print(
+            f"{name:<22}{r['evaluations_per_image']:>6}{r['seconds_per_image']:>10.4f}"
+            f"{r['floor_seconds_per_image']:>10.4f}{r['ratio_to_floor']:>8.3f}"
+        )
+    return {
+        "images": len(images),
+        "num_steps": degrader.num_steps,
+        "forward_seconds_per_image": forward,
+        "methods": rows,
+    }
 
 
 def write_report(path, report):
@@ -476,13 +542,22 @@ def write_report(path, report):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="digits",
-                        help="digits (the embedded CNN, the default), vgg16 (weights=None, 224x224), or a .keras file")
+    parser.add_argument(
+        "--model",
+        default="digits",
+        help="digits (the embedded CNN, the default), vgg16 (weights=None, 224x224), or a .keras file",
+    )
     parser.add_argument("--methods", default=",".join(SPEED_METHODS))
-    parser.add_argument("--limit-batch-sizes", default=None,
-                        help="batch sizes of the limit (default 8,16,32,64 for vgg16; 16,64,256 otherwise)")
-    parser.add_argument("--sweep-batch-sizes", default="25,50,75,100",
-                        help="batch sizes tried for IG and PGIG (25 steps: multiples of 25 fill whole chunks)")
+    parser.add_argument(
+        "--limit-batch-sizes",
+        default=None,
+        help="batch sizes of the limit (default 8,16,32,64 for vgg16; 16,64,256 otherwise)",
+    )
+    parser.add_argument(
+        "--sweep-batch-sizes",
+        default="25,50,75,100",
+        help="batch sizes tried for IG and PGIG (25 steps: multiples of 25 fill whole chunks)",
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="the analyzers' batch size for the table")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
@@ -490,14 +565,27 @@ def main(argv=None):
     parser.add_argument("--fit-batch-size", type=int, default=64, help="fit_patterns' batch size (its default: 64)")
     parser.add_argument("--skip-degradation", action="store_true")
     parser.add_argument("--skip-levers", action="store_true")
-    parser.add_argument("--lever-options", default="bfloat16,jit",
-                        help="speed options to time: bfloat16 (compute_dtype), jit (jit_compile)")
-    parser.add_argument("--lever-methods", default="integrated_gradients,pgig,smoothgrad",
-                        help="methods timed with compute_dtype='bfloat16' and jit_compile=True")
-    parser.add_argument("--degradation-methods", default=None,
-                        help="methods of the degradation timing (default: the benchmark's twelve)")
-    parser.add_argument("--degradation-images", type=int, default=32,
-                        help="images per step of the degradation benchmark timing (its default batch is 32)")
+    parser.add_argument(
+        "--lever-options",
+        default="bfloat16,jit",
+        help="speed options to time: bfloat16 (compute_dtype), jit (jit_compile)",
+    )
+    parser.add_argument(
+        "--lever-methods",
+        default="integrated_gradients,pgig,smoothgrad",
+        help="methods timed with compute_dtype='bfloat16' and jit_compile=True",
+    )
+    parser.add_argument(
+        "--degradation-methods",
+        default=None,
+        help="methods of the degradation timing (default: the benchmark's twelve)",
+    )
+    parser.add_argument(
+        "--degradation-images",
+        type=int,
+        default=32,
+        help="images per step of the degradation benchmark timing (its default batch is 32)",
+    )
     parser.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "pgig_tf"))
     parser.add_argument("--out", default="results/bench_speed.json")
     parser.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)  # one `memory_worker` run, see peak_memory
@@ -522,40 +610,64 @@ def main(argv=None):
 
     warnings.filterwarnings("ignore", category=SoftmaxOutputWarning)
     model = load_model(args.model, args.cache_dir)
-    patterns = Patterns({l.name: np.random.default_rng(0).normal(0, 1, l.kernel.shape).astype(np.float32)
-                         for l in model.layers if hasattr(l, "kernel")})
+    patterns = Patterns(
+        {
+            l.name: np.random.default_rng(0).normal(0, 1, l.kernel.shape).astype(np.float32)
+            for l in model.layers
+            if hasattr(l, "kernel")
+        }
+    )
     background = inputs_for(model, 8, seed=3)
     report["machine"] = machine_info()
     limit_batch_sizes = args.limit_batch_sizes or ("8,16,32,64" if args.model == "vgg16" else "16,64,256")
     limit = GradientLimit(model, args.repeats, [int(b) for b in limit_batch_sizes.split(",")])
-    print(f"limit: {limit.best * 1000:.2f} ms per input gradient (by batch size: "
-          + ", ".join(f"{b}: {t * 1000:.2f}" for b, t in limit.by_batch_size.items()) + ")")
+    print(
+        f"limit: {limit.best * 1000:.2f} ms per input gradient (by batch size: "
+        + ", ".join(f"{b}: {t * 1000:.2f}" for b, t in limit.by_batch_size.items())
+        + ")"
+    )
 
     report["methods"] = {}
     print("ratio: against the limit re-timed before each repeat; first-limit: against the one above")
-    print(f"{'method':<22}{'evals':>6}{'chunk':>6}{'s/image':>10}{'ratio':>8}{'first-limit':>12}{'same-chunk':>11}"
-          f"{'traces':>7}")
+    print(
+        f"{'method':<22}{'evals':>6}{'chunk':>6}{'s/image':>10}{'ratio':>8}{'first-limit':>12}{'same-chunk':>11}"
+        f"{'traces':>7}"
+    )
     for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
         r = time_analyzer(model, name, SPEED_METHODS[name], args.batch_size, patterns, background, limit, args.repeats)
         report["methods"][name] = r
         write_report(args.out, report)
-        print(f"{name:<22}{r['evaluations_per_image']:>6}{r['chunk']:>6}{r['seconds_per_image']:>10.4f}"
-              f"{r['ratio']:>8.3f}{r['ratio_first_limit']:>12.3f}{r['ratio_same_chunk']:>11.3f}"
-              f"{r['traces_after_repeats']:>7}", flush=True)
+        print(
+            f"{name:<22}{r['evaluations_per_image']:>6}{r['chunk']:>6}{r['seconds_per_image']:>10.4f}"
+            f"{r['ratio']:>8.3f}{r['ratio_first_limit']:>12.3f}{r['ratio_same_chunk']:>11.3f}"
+            f"{r['traces_after_repeats']:>7}",
+            flush=True,
+        )
 
     report["batch_size_sweep"] = {}
     for name in ("integrated_gradients", "pgig") if args.sweep_batch_sizes else ():
-        sweep = {int(b): time_analyzer(model, name, SPEED_METHODS[name], int(b), patterns, background, limit,
-                                       args.repeats) for b in args.sweep_batch_sizes.split(",")}
+        sweep = {
+            int(b): time_analyzer(model, name, SPEED_METHODS[name], int(b), patterns, background, limit, args.repeats)
+            for b in args.sweep_batch_sizes.split(",")
+        }
         report["batch_size_sweep"][name] = sweep
         write_report(args.out, report)
-        print(f"{name} ratio by batch size: " + ", ".join(
-            f"{b}: {r['ratio']:.3f} (same chunk {r['ratio_same_chunk']:.3f})" for b, r in sweep.items()))
+        print(
+            f"{name} ratio by batch size: "
+            + ", ".join(f"{b}: {r['ratio']:.3f} (same chunk {r['ratio_same_chunk']:.3f})" for b, r in sweep.items())
+        )
     if not args.skip_levers:
         print("speed options (ratio against the float32 limit; error against the float32 maps):")
-        report["levers"] = levers(model, [m.strip() for m in args.lever_methods.split(",") if m.strip()],
-                                  50, patterns, background, limit, args.repeats,
-                                  [o.strip() for o in args.lever_options.split(",") if o.strip()])
+        report["levers"] = levers(
+            model,
+            [m.strip() for m in args.lever_methods.split(",") if m.strip()],
+            50,
+            patterns,
+            background,
+            limit,
+            args.repeats,
+            [o.strip() for o in args.lever_options.split(",") if o.strip()],
+        )
     report["limit_seconds_per_gradient"] = limit.best
     report["limit_by_batch_size"] = limit.by_batch_size
     write_report(args.out, report)

@@ -54,10 +54,15 @@ def iterate_batches(data, batch_size, sample_ranks, input_names=None):
         array = np.asarray(data)
         if array.ndim == 0 or array.shape[0] == 0:
             raise ValueError(f"data must hold at least one sample, got an array of shape {array.shape}")
-        return (array[i : i + batch_size] for i in range(0, array.shape[0], batch_size)), -(-array.shape[0] // batch_size)
+        return (array[i : i + batch_size] for i in range(0, array.shape[0], batch_size)), -(
+            -array.shape[0] // batch_size
+        )
     if not single and is_whole_data(data, sample_ranks, input_names):
-        arrays = [np.asarray(data[name]) for name in input_names] if isinstance(data, dict) else [
-            np.asarray(v) for v in data]
+        arrays = (
+            [np.asarray(data[name]) for name in input_names]
+            if isinstance(data, dict)
+            else [np.asarray(v) for v in data]
+        )
         count = arrays[0].shape[0] if arrays[0].ndim else 0
         if count == 0:
             raise ValueError(f"data must hold at least one sample, got arrays of shapes {[a.shape for a in arrays]}")
@@ -74,8 +79,10 @@ def iterate_batches(data, batch_size, sample_ranks, input_names=None):
         if single:
             expected = "a numpy array, a tf.data.Dataset of x or (x, y), or an iterable of batches"
         else:
-            expected = (f"for a model with {len(sample_ranks)} inputs must be a list/tuple/dict of arrays, a "
-                        "tf.data.Dataset of inputs or (inputs, y), or an iterable of batches")
+            expected = (
+                f"for a model with {len(sample_ranks)} inputs must be a list/tuple/dict of arrays, a "
+                "tf.data.Dataset of inputs or (inputs, y), or an iterable of batches"
+            )
             raise TypeError(f"data {expected}; got {type(data).__name__}") from None
         raise TypeError(f"data must be {expected}; got {type(data).__name__}") from None
     total = len(data) if hasattr(data, "__len__") else None
@@ -108,8 +115,11 @@ def _inputs_part(element):
 def _first_input(structure, input_names):
     """The first model input's part of a (possibly structured) element or spec."""
     if isinstance(structure, dict):
-        return structure.get(input_names[0], next(iter(structure.values()))) if input_names else next(
-            iter(structure.values()))
+        return (
+            structure.get(input_names[0], next(iter(structure.values())))
+            if input_names
+            else next(iter(structure.values()))
+        )
     if isinstance(structure, (list, tuple)):
         return structure[0]
     return structure

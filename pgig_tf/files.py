@@ -156,8 +156,10 @@ def read_npz(path, expected, remedy):
     except PermissionError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever numpy or zipfile makes of a damaged file
-        raise fail(f"it is not a complete .npz archive: it is truncated, damaged or of another kind "
-                   f"({type(error).__name__}: {error})") from None
+        raise fail(
+            f"it is not a complete .npz archive: it is truncated, damaged or of another kind "
+            f"({type(error).__name__}: {error})"
+        ) from None
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise fail("it holds one .npy array, not an .npz archive of named arrays")
     try:
@@ -203,5 +205,5 @@ def _directory_size(path):
     position = tail.rfind(signature)
     if position < 0 or len(tail) < position + 22:
         return None
-    count = int.from_bytes(tail[position + 10:position + 12], "little")
+    count = int.from_bytes(tail[position + 10 : position + 12], "little")
     return None if count == 0xFFFF else count

@@ -63,8 +63,11 @@ def save_analyzer(analyzer, path):
             f"{type(analyzer).__name__} is not one of them"
         )
     arrays = {}
-    settings = {key: _encode(value, key, arrays) for key, value in analyzer.get_config().items()
-                if key not in analyzer._runtime_arguments}
+    settings = {
+        key: _encode(value, key, arrays)
+        for key, value in analyzer.get_config().items()
+        if key not in analyzer._runtime_arguments
+    }
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -130,8 +133,13 @@ def load_analyzer(path, model, strict_version=True, strategy=None, allow_other_m
         )
     with cached_fingerprints():  # the model's weights are hashed once, for the file's and the patterns' check
         other = check_same_model(
-            header.get("model_fingerprint"), model, f"{path!r} was saved for", "in the file", allow_other_model,
-            "Load it with the model it was saved with, or pass allow_other_model=True to load it anyway.")
+            header.get("model_fingerprint"),
+            model,
+            f"{path!r} was saved for",
+            "in the file",
+            allow_other_model,
+            "Load it with the model it was saved with, or pass allow_other_model=True to load it anyway.",
+        )
         return _rebuild(ANALYZERS[name], path, name, model, header, arrays, strategy, allow_other_model, other)
 
 
@@ -168,8 +176,13 @@ def _read(path):
         raise unreadable(path, _EXPECTED, f"its header names format {header.get('format')!r}", _REMEDY)
     version = header.get("format_version")
     if version not in (1, FORMAT_VERSION):
-        raise unreadable(path, _EXPECTED, f"it has analyzer file format version {version!r}; this pgig_tf "
-                         f"({__version__}) reads versions 1 and {FORMAT_VERSION}", "Load it with the pgig_tf that wrote it.")
+        raise unreadable(
+            path,
+            _EXPECTED,
+            f"it has analyzer file format version {version!r}; this pgig_tf "
+            f"({__version__}) reads versions 1 and {FORMAT_VERSION}",
+            "Load it with the pgig_tf that wrote it.",
+        )
     if version >= 2 and not verified:
         raise unreadable(path, _EXPECTED, "it is damaged: its checksum entry is missing", _REMEDY)
     return header, entries
@@ -192,6 +205,7 @@ def _module_version(name):
 # JSON encoding of settings. Plain JSON values stay as they are; anything else becomes an object
 # {"__type__": ..., ...}, so that tuples, numpy scalars, arrays and patterns come back as they were.
 
+
 def _encode(value, name, arrays):
     import tensorflow as tf
 
@@ -201,8 +215,14 @@ def _encode(value, name, arrays):
         return {"__type__": "scalar", "value": value.item(), "dtype": value.dtype.name}
     if isinstance(value, Patterns):
         keys = [_store(array, f"{name}/{i}", arrays) for i, array in enumerate(value.values())]
-        return {"__type__": "patterns", "layers": list(value), "arrays": keys, "kind": value.kind,
-                "num_samples": value.num_samples, "model_fingerprint": value.model_fingerprint}
+        return {
+            "__type__": "patterns",
+            "layers": list(value),
+            "arrays": keys,
+            "kind": value.kind,
+            "num_samples": value.num_samples,
+            "model_fingerprint": value.model_fingerprint,
+        }
     if isinstance(value, (np.dtype, tf.dtypes.DType)):
         return {"__type__": "dtype", "name": np.dtype(getattr(value, "as_numpy_dtype", value)).name}
     if isinstance(value, (np.ndarray, tf.Tensor, tf.Variable)):
@@ -243,7 +263,10 @@ def _decode(value, arrays):
     if kind == "dtype":
         return np.dtype(value["name"])
     if kind == "patterns":
-        return Patterns({layer: arrays[key] for layer, key in zip(value["layers"], value["arrays"])},
-                        kind=value["kind"], num_samples=value["num_samples"],
-                        model_fingerprint=value.get("model_fingerprint"))
+        return Patterns(
+            {layer: arrays[key] for layer, key in zip(value["layers"], value["arrays"])},
+            kind=value["kind"],
+            num_samples=value["num_samples"],
+            model_fingerprint=value.get("model_fingerprint"),
+        )
     raise ValueError(f"unknown setting encoding {kind!r} in an analyzer file")

@@ -55,9 +55,7 @@ def _check_finite(array, name):
     bad = ~np.isfinite(array)
     if bad.any():
         samples = np.unique(np.nonzero(bad)[0])
-        raise ValueError(
-            f"{name} contains NaN or Inf ({int(bad.sum())} values, in samples {samples[:10].tolist()})"
-        )
+        raise ValueError(f"{name} contains NaN or Inf ({int(bad.sum())} values, in samples {samples[:10].tolist()})")
 
 
 def resolve_neurons(neuron_selection, num_samples, width, predict):
@@ -70,8 +68,11 @@ def resolve_neurons(neuron_selection, num_samples, width, predict):
         return np.argmax(predict().reshape(num_samples, -1), axis=1).astype(np.int32)
     if hasattr(neuron_selection, "numpy"):  # a tf.Tensor: its value
         neuron_selection = neuron_selection.numpy()
-    if isinstance(neuron_selection, np.ndarray) and neuron_selection.ndim == 0 and np.issubdtype(
-            neuron_selection.dtype, np.integer):
+    if (
+        isinstance(neuron_selection, np.ndarray)
+        and neuron_selection.ndim == 0
+        and np.issubdtype(neuron_selection.dtype, np.integer)
+    ):
         neuron_selection = int(neuron_selection)
     if isinstance(neuron_selection, numbers.Integral) and not isinstance(neuron_selection, bool):
         indices = np.full(num_samples, int(neuron_selection))
@@ -83,9 +84,7 @@ def resolve_neurons(neuron_selection, num_samples, width, predict):
                 f"(one per sample), got {neuron_selection!r}"
             )
         if len(indices) != num_samples:
-            raise ValueError(
-                f"neuron_selection has {len(indices)} indices but x has {num_samples} samples"
-            )
+            raise ValueError(f"neuron_selection has {len(indices)} indices but x has {num_samples} samples")
     out_of_range = (indices < 0) | (indices >= width)
     if out_of_range.any():
         raise ValueError(
@@ -148,7 +147,12 @@ def check_seed(seed):
 
 def check_noise_scale(noise_scale, name="noise_scale"):
     """A finite float >= 0: sigma as a fraction of each sample's (max - min)."""
-    if isinstance(noise_scale, bool) or not isinstance(noise_scale, numbers.Real) or not np.isfinite(noise_scale) or noise_scale < 0:
+    if (
+        isinstance(noise_scale, bool)
+        or not isinstance(noise_scale, numbers.Real)
+        or not np.isfinite(noise_scale)
+        or noise_scale < 0
+    ):
         raise ValueError(
             f"{name} must be a finite number >= 0 (sigma as a fraction of each sample's max - min), got {noise_scale!r}"
         )
@@ -170,8 +174,10 @@ def resolve_output(output, names, model_name):
             raise ValueError(f"output {output!r} is not an output of model '{model_name}'; its outputs are {listed}")
         if names.count(output) > 1:
             indices = [i for i, n in enumerate(names) if n == output]
-            raise ValueError(f"output {output!r} names several outputs of model '{model_name}' (indices {indices}); "
-                             "choose one by its index")
+            raise ValueError(
+                f"output {output!r} names several outputs of model '{model_name}' (indices {indices}); "
+                "choose one by its index"
+            )
         return names.index(output)
     if isinstance(output, numbers.Integral) and not isinstance(output, bool):
         if not 0 <= output < len(names):
@@ -188,8 +194,7 @@ def check_finite_attributions(result, method, model=None):
     bad = ~np.isfinite(result)
     if bad.any():
         samples = np.unique(np.nonzero(bad)[0])
-        broken = [] if model is None else [
-            w.path for w in model.weights if not np.all(np.isfinite(np.asarray(w)))]
+        broken = [] if model is None else [w.path for w in model.weights if not np.all(np.isfinite(np.asarray(w)))]
         if broken:
             raise ValueError(
                 f"{method}'s attributions contain NaN or Inf because the model's weights do: "

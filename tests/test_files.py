@@ -56,8 +56,12 @@ def test_mode_is_checked(tmp_path):
 
 
 def entries():
-    return {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.array([1.5, -2.0]),
-            "header": np.array('{"k": 1}'), "flags": np.array([True, False])}
+    return {
+        "a": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "b": np.array([1.5, -2.0]),
+        "header": np.array('{"k": 1}'),
+        "flags": np.array([True, False]),
+    }
 
 
 def assert_same_entries(got, expected):
@@ -165,8 +169,8 @@ def test_a_damaged_directory_that_hides_entries_is_caught(tmp_path):
     write_npz(tmp_path / "f.npz", entries())
     raw = (tmp_path / "f.npz").read_bytes()
     end = raw.rindex(b"PK\x05\x06")
-    first_record = int.from_bytes(raw[end + 16:end + 20], "little")  # where the directory starts
-    assert raw[first_record:first_record + 4] == b"PK\x01\x02"
+    first_record = int.from_bytes(raw[end + 16 : end + 20], "little")  # where the directory starts
+    assert raw[first_record : first_record + 4] == b"PK\x01\x02"
     (tmp_path / "hidden.npz").write_bytes(flip(raw, first_record + 32))  # low byte of its comment length
     with zipfile.ZipFile(tmp_path / "hidden.npz") as archive:
         assert len(archive.infolist()) == 1  # what zipfile alone sees: one entry, no error

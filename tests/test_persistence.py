@@ -27,8 +27,13 @@ SETTINGS = {
     "vargrad": {"samples": 3, "rule": "guided_backprop", "seed": 2},
     "smoothgrad_ig": {"steps": 3, "samples": 2, "seed": 4},
     "expected_gradients": {"samples": 5, "max_background": 6, "seed": 5},
-    "smooth_taylor": {"samples": 4, "noise_scale": "adaptive", "candidates": (0.1, 0.4),
-                      "criterion": "total_variation", "seed": 6},
+    "smooth_taylor": {
+        "samples": 4,
+        "noise_scale": "adaptive",
+        "candidates": (0.1, 0.4),
+        "criterion": "total_variation",
+        "seed": 6,
+    },
     "noise_baseline_ig": {"steps": 3, "samples": 2, "seed": 7},
     "random": {"seed": 8},
 }
@@ -75,9 +80,13 @@ def test_every_analyzer_round_trips_bit_identically(conv_model, tmp_path):
 
 def test_settings_given_after_construction_and_fitted_state_are_saved(dense_model, tmp_path):
     data = np.random.default_rng(1).normal(size=(20, 6)).astype(np.float32)
-    analyzer = create_analyzer("expected_gradients", dense_model, samples=3, rule="pattern_attribution",
-                               patterns=Patterns({"d1": np.zeros((6, 5)), "d2": np.zeros((5, 4)),
-                                                  "d3": np.zeros((4, 3))}))
+    analyzer = create_analyzer(
+        "expected_gradients",
+        dense_model,
+        samples=3,
+        rule="pattern_attribution",
+        patterns=Patterns({"d1": np.zeros((6, 5)), "d2": np.zeros((5, 4)), "d3": np.zeros((4, 3))}),
+    )
     analyzer.fit(data, verbose=False)  # replaces the patterns given to the constructor and sets a background
     analyzer.seed = 11
     analyzer.save(tmp_path / "eg.npz")
@@ -120,7 +129,8 @@ def test_new_constructor_arguments_round_trip_without_extra_code(dense_model, tm
 
     monkeypatch.setitem(ANALYZERS, "with_option", WithOption)
     WithOption(dense_model, steps=np.int64(3), option={"k": [1.5, None], "n": np.int64(4)}, batch_size=5).save(
-        tmp_path / "o.npz")
+        tmp_path / "o.npz"
+    )
     loaded = load_analyzer(tmp_path / "o.npz", dense_model)
     assert loaded.option == {"k": [1.5, None], "n": 4} and loaded.batch_size == 5
     config = loaded.get_config()
@@ -132,11 +142,22 @@ def test_new_constructor_arguments_round_trip_without_extra_code(dense_model, tm
 def test_model_that_differs_is_rejected(dense_model, tmp_path):
     data = np.random.default_rng(3).normal(size=(8, 6)).astype(np.float32)
     create_analyzer("pattern_attribution", dense_model).fit(data, verbose=False).save(tmp_path / "pa.npz")
-    other_widths = set_random_weights(keras.Sequential([
-        keras.Input((6,)), keras.layers.Dense(7, activation="relu", name="d1"),
-        keras.layers.Dense(4, activation="relu", name="d2"), keras.layers.Dense(3, name="d3")]), 1)
-    with pytest.raises(OtherModelError, match=r"saved for another model .*kernel of 'd1' has shape \(6, 7\) here, "
-                                              r"\(6, 5\) in the file"):
+    other_widths = set_random_weights(
+        keras.Sequential(
+            [
+                keras.Input((6,)),
+                keras.layers.Dense(7, activation="relu", name="d1"),
+                keras.layers.Dense(4, activation="relu", name="d2"),
+                keras.layers.Dense(3, name="d3"),
+            ]
+        ),
+        1,
+    )
+    with pytest.raises(
+        OtherModelError,
+        match=r"saved for another model .*kernel of 'd1' has shape \(6, 7\) here, "
+        r"\(6, 5\) in the file",
+    ):
         load_analyzer(tmp_path / "pa.npz", other_widths)
     with pytest.warns(OtherModelWarning, match=r"kernel of 'd1' has shape \(6, 7\) here"):  # allowed, but the
         with pytest.raises(ValueError, match=r"cannot rebuild .*pattern shape differs from the kernel for 'd1'"):
@@ -147,18 +168,24 @@ def test_model_that_differs_is_rejected(dense_model, tmp_path):
 
 
 def test_clear_errors_for_missing_foreign_and_other_version_files(dense_model, tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.npz' cannot be read as a pgig_tf analyzer file .*no such file"):
+    with pytest.raises(
+        FileNotFoundError, match="missing.npz' cannot be read as a pgig_tf analyzer file .*no such file"
+    ):
         load_analyzer(tmp_path / "missing.npz", dense_model)
     (tmp_path / "text.npz").write_text("not an archive")
-    with pytest.raises(CorruptFileError, match="text.npz' cannot be read as a pgig_tf analyzer file .*not a complete "
-                                               ".npz archive"):
+    with pytest.raises(
+        CorruptFileError, match="text.npz' cannot be read as a pgig_tf analyzer file .*not a complete .npz archive"
+    ):
         load_analyzer(tmp_path / "text.npz", dense_model)
     np.save(tmp_path / "array.npy", np.zeros(3))
     with pytest.raises(CorruptFileError, match="holds one .npy array"):
         load_analyzer(tmp_path / "array.npy", dense_model)
     Patterns({"d1": np.zeros((6, 5))}).save(tmp_path / "patterns.npz")
-    with pytest.raises(CorruptFileError, match=r"it is a patterns file \(written by Patterns.save\); read it with "
-                                               r"pgig_tf.Patterns.load"):
+    with pytest.raises(
+        CorruptFileError,
+        match=r"it is a patterns file \(written by Patterns.save\); read it with "
+        r"pgig_tf.Patterns.load",
+    ):
         load_analyzer(tmp_path / "patterns.npz", dense_model)
 
     path = create_analyzer("gradient", dense_model).save(tmp_path / "g.npz")
@@ -168,7 +195,9 @@ def test_clear_errors_for_missing_foreign_and_other_version_files(dense_model, t
     header["pgig_tf_version"] = "0.0.1"
     entries[HEADER_KEY] = np.array(json.dumps(header))
     write_npz(tmp_path / "old.npz", entries)  # as another pgig_tf version would have written it
-    with pytest.raises(ValueError, match=rf"saved by pgig_tf 0\.0\.1, this is pgig_tf {pgig_tf.__version__}.*strict_version=False"):
+    with pytest.raises(
+        ValueError, match=rf"saved by pgig_tf 0\.0\.1, this is pgig_tf {pgig_tf.__version__}.*strict_version=False"
+    ):
         load_analyzer(tmp_path / "old.npz", dense_model)
     with pytest.warns(UserWarning, match="saved by pgig_tf 0.0.1"):
         assert isinstance(load_analyzer(tmp_path / "old.npz", dense_model, strict_version=False), ANALYZERS["gradient"])
@@ -237,8 +266,14 @@ def test_no_single_inverted_byte_loads_another_analyzer(dense_model, tmp_path):
 
 def copy_of(model, activation="relu", seed=None):
     """dense_model's architecture with d1's activation as given and its weights copied (or re-drawn with `seed`)."""
-    copy = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation=activation, name="d1"),
-                             keras.layers.Dense(4, activation="relu", name="d2"), keras.layers.Dense(3, name="d3")])
+    copy = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(5, activation=activation, name="d1"),
+            keras.layers.Dense(4, activation="relu", name="d2"),
+            keras.layers.Dense(3, name="d3"),
+        ]
+    )
     copy.set_weights(model.get_weights())
     return copy if seed is None else set_random_weights(copy, seed)
 
@@ -249,9 +284,12 @@ def test_an_analyzer_refuses_another_model_unless_allowed(dense_model, tmp_path)
     x = np.random.default_rng(6).normal(size=(2, 6)).astype(np.float32)
     np.testing.assert_array_equal(load_analyzer(path, copy_of(dense_model)).analyze(x, 1), analyzer.analyze(x, 1))
     other_weights = copy_of(dense_model, seed=9)
-    with pytest.raises(OtherModelError, match=r"a.npz' was saved for another model than '.*': layer 'd1' weights "
-                                              r"differ; layer 'd2' weights differ; layer 'd3' weights differ\. Load it "
-                                              r"with the model it was saved with, or pass allow_other_model=True"):
+    with pytest.raises(
+        OtherModelError,
+        match=r"a.npz' was saved for another model than '.*': layer 'd1' weights "
+        r"differ; layer 'd2' weights differ; layer 'd3' weights differ\. Load it "
+        r"with the model it was saved with, or pass allow_other_model=True",
+    ):
         load_analyzer(path, other_weights)
     with pytest.raises(OtherModelError, match=r"activation of 'd1' is linear here, relu in the file\. Load"):
         load_analyzer(path, copy_of(dense_model, activation="linear"))
@@ -296,10 +334,16 @@ CHANGED = [
     ("smoothgrad", {"seed": 1}, {"samples": 3, "noise_scale": 0.4, "seed": 12}),
     ("smoothgrad_ig", {"seed": 2}, {"steps": 2, "samples": 3, "noise_scale": 0.05, "baseline": 0.1}),
     ("noise_baseline_ig", {"seed": 3}, {"steps": 3, "samples": 2}),
-    ("smooth_taylor", {"seed": 4, "noise_scale": "adaptive", "candidates": (0.1, 0.4),
-                       "criterion": "total_variation"}, {"samples": 3, "candidates": (0.2, 0.6)}),
-    ("smooth_taylor", {"seed": 4, "noise_scale": "adaptive", "candidates": (0.1, 0.4),
-                       "criterion": "total_variation"}, {"samples": 3, "noise_scale": 0.3}),
+    (
+        "smooth_taylor",
+        {"seed": 4, "noise_scale": "adaptive", "candidates": (0.1, 0.4), "criterion": "total_variation"},
+        {"samples": 3, "candidates": (0.2, 0.6)},
+    ),
+    (
+        "smooth_taylor",
+        {"seed": 4, "noise_scale": "adaptive", "candidates": (0.1, 0.4), "criterion": "total_variation"},
+        {"samples": 3, "noise_scale": 0.3},
+    ),
     ("expected_gradients", {"seed": 5, "samples": 4}, {"samples": 2, "max_background": 3}),
 ]
 
@@ -308,8 +352,9 @@ CHANGED = [
 def test_settings_changed_after_construction_survive_save_and_load(conv_model, tmp_path, name, settings, changes):
     rng = np.random.default_rng(7)
     x = rng.normal(size=(2, 9, 9, 2)).astype(np.float32)
-    analyzer = create_analyzer(name, conv_model, **settings).fit(rng.normal(size=(8, 9, 9, 2)).astype(np.float32),
-                                                                 verbose=False)
+    analyzer = create_analyzer(name, conv_model, **settings).fit(
+        rng.normal(size=(8, 9, 9, 2)).astype(np.float32), verbose=False
+    )
     for key, value in changes.items():
         setattr(analyzer, key, value)  # before the first analyze call, so the analyzer itself uses them
     config = analyzer.get_config()

@@ -38,11 +38,11 @@ class MidpointIGAnalyzer(pgig_tf.Analyzer):
     """Integrated Gradients by the midpoint rule; takes any backward rule (rule=, patterns=)."""
 
     # What the method is, as class attributes (these are the defaults of pgig_tf.Analyzer):
-    fixed_rule = None         # None: takes rule=; a rule name fixes it (PGIGAnalyzer: "pattern_attribution")
-    start = "one"             # the backward pass starts with 1.0; "value": with the output's value
-    random = False            # True: draws random numbers and takes seed=
-    uses_background = False   # True: fit(data) keeps background samples (Expected Gradients)
-    expects_logits = False    # True: warns (SoftmaxOutputWarning) when it explains a softmax output
+    fixed_rule = None  # None: takes rule=; a rule name fixes it (PGIGAnalyzer: "pattern_attribution")
+    start = "one"  # the backward pass starts with 1.0; "value": with the output's value
+    random = False  # True: draws random numbers and takes seed=
+    uses_background = False  # True: fit(data) keeps background samples (Expected Gradients)
+    expects_logits = False  # True: warns (SoftmaxOutputWarning) when it explains a softmax output
 
     def __init__(self, model, *, steps=16, baseline=0.0, **options):
         # options: rule, patterns and the shared batch_size, output, compute_dtype, jit_compile, strategy
@@ -67,10 +67,9 @@ def gradient(z):
 
 
 steps = 16
-expected = np.stack([
-    sample * np.mean([gradient((k - 0.5) / steps * sample) for k in range(1, steps + 1)], axis=0)
-    for sample in x
-])
+expected = np.stack(
+    [sample * np.mean([gradient((k - 0.5) / steps * sample) for k in range(1, steps + 1)], axis=0) for sample in x]
+)
 
 analyzer = MidpointIGAnalyzer(model, steps=steps, batch_size=32)
 maps = analyzer.analyze(x, neuron_selection=target)

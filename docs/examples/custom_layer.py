@@ -21,12 +21,14 @@ class Scale(keras.layers.Layer):
 
 
 keras.utils.set_random_seed(0)
-model = keras.Sequential([
-    keras.Input((4,)),
-    keras.layers.Dense(6, activation="relu", name="hidden"),
-    Scale(name="scale"),
-    keras.layers.Dense(1, name="out"),
-])
+model = keras.Sequential(
+    [
+        keras.Input((4,)),
+        keras.layers.Dense(6, activation="relu", name="hidden"),
+        Scale(name="scale"),
+        keras.layers.Dense(1, name="out"),
+    ]
+)
 model.get_layer("scale").set_weights([np.linspace(0.5, 2.0, 6).astype("float32")])
 x = np.random.default_rng(1).normal(size=(3, 4)).astype("float32")
 (W1, b1), (s,), (w2, b2) = (model.get_layer(n).get_weights() for n in ("hidden", "scale", "out"))

@@ -14,8 +14,8 @@ from pgig_tf.core.rules import RULES, LayerwiseRule
 class DeconvNetRule(LayerwiseRule):
     """At every ReLU the backward pass is relu(dy), whatever the sign of the ReLU's input."""
 
-    name = "deconvnet"        # how errors and `rule_name` refer to the rule
-    needs_patterns = False    # no fitted patterns needed
+    name = "deconvnet"  # how errors and `rule_name` refer to the rule
+    needs_patterns = False  # no fitted patterns needed
 
     def _relu(self, x):
         # Called for ReLU layers, Activation("relu") and fused activation="relu" alike.

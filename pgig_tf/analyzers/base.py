@@ -180,7 +180,11 @@ class Analyzer:
         if self.needs_patterns:
             with cached_fingerprints():  # the model's weights are hashed once, for the patterns and their check
                 self.patterns = fit_patterns(
-                    self.model, data, kind=kind, batch_size=batch_size or self.batch_size, verbose=verbose,
+                    self.model,
+                    data,
+                    kind=kind,
+                    batch_size=batch_size or self.batch_size,
+                    verbose=verbose,
                     strategy=self.strategy,
                 )
                 self._rule = self._engine = None
@@ -240,7 +244,7 @@ class Analyzer:
             count = batch.num_samples
             if per_sample and first + count > len(selection):
                 raise ValueError(f"neuron_selection has {len(selection)} indices but x has more samples")
-            targets = self._targets(batch, selection[first:first + count] if per_sample else selection)
+            targets = self._targets(batch, selection[first : first + count] if per_sample else selection)
             pieces.append(self._analyze_checked(batch, targets, seed, first))
             first += count
         if not pieces:
@@ -276,8 +280,11 @@ class Analyzer:
     def _warn_if_softmax(self):
         layer = self._spec.softmax_layer() if self.expects_logits else None
         if layer is not None:
-            warnings.warn(softmax_output_message(type(self).__name__, layer.name), SoftmaxOutputWarning,
-                          stacklevel=user_stacklevel())
+            warnings.warn(
+                softmax_output_message(type(self).__name__, layer.name),
+                SoftmaxOutputWarning,
+                stacklevel=user_stacklevel(),
+            )
 
     @property
     def tracing_count(self):
@@ -297,9 +304,7 @@ class Analyzer:
         """The backward rule, built (and checked against the model) once per set of patterns."""
         if self._rule is None:
             if self.needs_patterns and self.patterns is None:
-                raise ValueError(
-                    f"{type(self).__name__} needs patterns: call analyzer.fit(data) or pass patterns=..."
-                )
+                raise ValueError(f"{type(self).__name__} needs patterns: call analyzer.fit(data) or pass patterns=...")
             with strategy_scope(self.strategy):  # pattern variables mirrored on every replica
                 rule = make_rule(self.rule_name, patterns=self.patterns, allow_other_model=self.allow_other_model)
             self._spec.check_rule(rule)
@@ -316,8 +321,16 @@ class Analyzer:
     def _make_engine(self, aggregator):
         """A GradientEngine for `aggregator` (told the input segments, for per-input noise ranges)."""
         aggregator.segments = self._spec.segments
-        return GradientEngine(self.model, self._engine_rule(), aggregator, start=self.start, batch_size=self.batch_size,
-                              compute_dtype=self.compute_dtype, jit_compile=self.jit_compile, strategy=self.strategy)
+        return GradientEngine(
+            self.model,
+            self._engine_rule(),
+            aggregator,
+            start=self.start,
+            batch_size=self.batch_size,
+            compute_dtype=self.compute_dtype,
+            jit_compile=self.jit_compile,
+            strategy=self.strategy,
+        )
 
     def _get_engine(self):
         if self._engine is None:
@@ -343,8 +356,9 @@ class Analyzer:
         if self._constructor_arguments is None:
             raise ValueError(f"{type(self).__name__} was not built through its constructor; its settings are unknown")
         config = dict(self._constructor_arguments)
-        properties = {name for klass in type(self).__mro__ for name, value in vars(klass).items()
-                      if isinstance(value, property)}
+        properties = {
+            name for klass in type(self).__mro__ for name, value in vars(klass).items() if isinstance(value, property)
+        }
         for name in config:
             if name in vars(self) or name in properties:
                 config[name] = getattr(self, name)
@@ -397,9 +411,13 @@ class Analyzer:
             self.patterns = patterns  # unused by this rule; kept like the constructor keeps it
             return self
         variables = getattr(self._rule, "_variables", None)
-        if variables is not None and set(variables) == set(patterns) and all(
-            tuple(v.shape) == patterns[k].shape and v.dtype.as_numpy_dtype == patterns[k].dtype
-            for k, v in variables.items()
+        if (
+            variables is not None
+            and set(variables) == set(patterns)
+            and all(
+                tuple(v.shape) == patterns[k].shape and v.dtype.as_numpy_dtype == patterns[k].dtype
+                for k, v in variables.items()
+            )
         ):
             patterns.check(self.model, allow_other_model=self.allow_other_model)
             for name, variable in variables.items():

@@ -157,9 +157,7 @@ class ExpectedGradientsAnalyzer(_SamplingAnalyzer):
 
     def _make_aggregator(self):
         if self._background is None:
-            raise ValueError(
-                "expected_gradients needs background data: call analyzer.fit(data) or pass baselines=..."
-            )
+            raise ValueError("expected_gradients needs background data: call analyzer.fit(data) or pass baselines=...")
         return A.BackgroundBaselines(self.samples, self._background)
 
 
@@ -183,8 +181,18 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
             `batch_size`, `output`, `compute_dtype`, `jit_compile`, `strategy`.
     """
 
-    def __init__(self, model, *, samples=150, noise_scale=0.5, candidates=(0.1, 0.3, 0.5, 0.7, 0.9),
-                 criterion="aupc", patch_size=9, num_steps=100, **options):
+    def __init__(
+        self,
+        model,
+        *,
+        samples=150,
+        noise_scale=0.5,
+        candidates=(0.1, 0.3, 0.5, 0.7, 0.9),
+        criterion="aupc",
+        patch_size=9,
+        num_steps=100,
+        **options,
+    ):
         adaptive = isinstance(noise_scale, str) and noise_scale == "adaptive"
         super().__init__(model, **options)
         self._set_sampling(samples, 0.0 if adaptive else noise_scale)
@@ -219,8 +227,9 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
         if not self.adaptive:
             return super()._analyze_checked(batch, targets, seed, first_index)
         x = batch.engine
-        maps = np.stack([self._candidate_engine(c)(x, targets, seed=seed, first_index=first_index)
-                         for c in self.candidates])
+        maps = np.stack(
+            [self._candidate_engine(c)(x, targets, seed=seed, first_index=first_index) for c in self.candidates]
+        )
         if self.criterion == "aupc":
             if self._degrader is None:  # built once: its compiled function is reused by later calls
                 self._degrader = Degrader(self.model, self.patch_size, self.num_steps, batch_size=self.batch_size)

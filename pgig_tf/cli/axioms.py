@@ -11,17 +11,33 @@ def main(argv=None):
     from pgig_tf.analyzers import ANALYZERS
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default=os.path.join("results", "axioms"),
-                        help="output folder for axioms.json and axioms.md (default: results/axioms/)")
+    parser.add_argument(
+        "--out",
+        default=os.path.join("results", "axioms"),
+        help="output folder for axioms.json and axioms.md (default: results/axioms/)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the networks and every sampling method")
-    parser.add_argument("--methods", nargs="+", choices=list(ANALYZERS), metavar="NAME",
-                        help="analyzers to check (default: all of " + ", ".join(ANALYZERS) + ")")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(ANALYZERS),
+        metavar="NAME",
+        help="analyzers to check (default: all of " + ", ".join(ANALYZERS) + ")",
+    )
     parser.add_argument("--num-data", type=int, default=512, help="samples that fit the patterns (default 512)")
-    parser.add_argument("--quick", action="store_true",
-                        help="short budget ladders and default budgets for symmetry (a smoke test, not the verdicts)")
-    parser.add_argument("--invariance-seeds", type=int, default=None, metavar="N",
-                        help="repeat PatternAttribution's and PGIG's implementation-invariance check on N seeds "
-                             "from --seed on (default 5; 1 with --quick)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short budget ladders and default budgets for symmetry (a smoke test, not the verdicts)",
+    )
+    parser.add_argument(
+        "--invariance-seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="repeat PatternAttribution's and PGIG's implementation-invariance check on N seeds "
+        "from --seed on (default 5; 1 with --quick)",
+    )
     parser.add_argument("--docs", metavar="PATH", help="also write the Markdown report here (e.g. docs/axioms.md)")
     args = parser.parse_args(argv)
     if args.invariance_seeds is None:
@@ -34,8 +50,14 @@ def main(argv=None):
     from pgig_tf.evaluation.axioms import main_table, run_axioms, to_markdown
 
     start = time.perf_counter()
-    report = run_axioms(seed=args.seed, methods=args.methods, quick=args.quick, num_data=args.num_data,
-                        invariance_seeds=args.invariance_seeds, progress=print)
+    report = run_axioms(
+        seed=args.seed,
+        methods=args.methods,
+        quick=args.quick,
+        num_data=args.num_data,
+        invariance_seeds=args.invariance_seeds,
+        progress=print,
+    )
     markdown = to_markdown(report)
     os.makedirs(args.out, exist_ok=True)
     json_path, md_path = os.path.join(args.out, "axioms.json"), os.path.join(args.out, "axioms.md")

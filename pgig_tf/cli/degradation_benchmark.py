@@ -26,17 +26,29 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="results", help="output folder (default results/)")
     parser.add_argument("--seed", type=int, default=0, help="seeds training, noise and the random control")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated create_analyzer names")
-    parser.add_argument("--num-images", type=int, default=None,
-                        help="images to evaluate (default: all 359 held-out digits; 1000 for a TFDS dataset)")
+    parser.add_argument(
+        "--num-images",
+        type=int,
+        default=None,
+        help="images to evaluate (default: all 359 held-out digits; 1000 for a TFDS dataset)",
+    )
     parser.add_argument("--images-per-batch", type=int, default=32, help="images analysed per step (default 32)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="model evaluations per compiled chunk (default 256 for digits, 64 otherwise: "
-                             "the fastest per evaluation in benchmarks/bench_speed.py)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="model evaluations per compiled chunk (default 256 for digits, 64 otherwise: "
+        "the fastest per evaluation in benchmarks/bench_speed.py)",
+    )
     parser.add_argument("--patch-size", type=int, default=None, help="patch side (default 4 for digits, 9 otherwise)")
-    parser.add_argument("--num-steps", type=int, default=None,
-                        help="patches perturbed, K (default: all 64 for digits, 100 otherwise)")
-    parser.add_argument("--replacement", default=None,
-                        help="patch_mean, image_mean or a number (default image_mean for digits, patch_mean otherwise)")
+    parser.add_argument(
+        "--num-steps", type=int, default=None, help="patches perturbed, K (default: all 64 for digits, 100 otherwise)"
+    )
+    parser.add_argument(
+        "--replacement",
+        default=None,
+        help="patch_mean, image_mean or a number (default image_mean for digits, patch_mean otherwise)",
+    )
     parser.add_argument("--absolute", action="store_true", help="rank patches by |attribution| instead of signed")
     parser.add_argument("--true-label", action="store_true", help="follow the true label, not the clean prediction")
     parser.add_argument("--model", default=EMBEDDED, help="digits (default), vgg16, or a .keras model file")
@@ -46,21 +58,37 @@ def parse_args(argv=None):
     parser.add_argument("--num-background", type=int, default=1000, help="background images for Expected Gradients")
     parser.add_argument("--data-dir", default=None, help="TFDS data directory")
     parser.add_argument("--manual-dir", default=None, help="TFDS manual directory (ImageNet's tar files)")
-    parser.add_argument("--preprocessing", default="caffe225", help="vgg16: caffe225 (reference code) or crop224 (paper text)")
-    parser.add_argument("--weights", default="imagenet",
-                        help="vgg16 weights: imagenet (needs the internet once), none (random), or a local weights file")
+    parser.add_argument(
+        "--preprocessing", default="caffe225", help="vgg16: caffe225 (reference code) or crop224 (paper text)"
+    )
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        help="vgg16 weights: imagenet (needs the internet once), none (random), or a local weights file",
+    )
     parser.add_argument("--patterns", default=None, help="patterns file (default: fitted on the training data)")
-    parser.add_argument("--patterns-format", default="npz", choices=["npz", "reference"],
-                        help="npz (pgig_tf's) or reference (the PatternNet authors' VGG16 A_0..A_15 file)")
-    parser.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "pgig_tf"),
-                        help="where the embedded model is cached")
+    parser.add_argument(
+        "--patterns-format",
+        default="npz",
+        choices=["npz", "reference"],
+        help="npz (pgig_tf's) or reference (the PatternNet authors' VGG16 A_0..A_15 file)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=os.path.join(os.path.expanduser("~"), ".cache", "pgig_tf"),
+        help="where the embedded model is cached",
+    )
     parser.add_argument("--num-shards", type=int, default=1)
     parser.add_argument("--shard-index", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=2, help="batches between checkpoints")
     parser.add_argument("--merge", action="store_true", help="combine the shard checkpoints in --out into results")
-    parser.add_argument("--replicas", type=int, default=1,
-                        help="devices to split each batch over (tf.distribute.MirroredStrategy): GPUs if there are "
-                             "enough, else logical CPU devices; 1 (default) runs on one device")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="devices to split each batch over (tf.distribute.MirroredStrategy): GPUs if there are "
+        "enough, else logical CPU devices; 1 (default) runs on one device",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.replicas < 1:
@@ -103,8 +131,16 @@ def build_analyzers(model, methods, patterns, background, batch_size, seed, sett
     for name in methods:
         if name not in ANALYZERS:
             raise SystemExit(f"unknown method {name!r}; choose from {', '.join(ANALYZERS)}")
-        analyzers[name] = build_analyzer(name, model, patterns=patterns, background=background, seed=seed,
-                                         batch_size=batch_size, strategy=strategy, **settings(name))
+        analyzers[name] = build_analyzer(
+            name,
+            model,
+            patterns=patterns,
+            background=background,
+            seed=seed,
+            batch_size=batch_size,
+            strategy=strategy,
+            **settings(name),
+        )
     return analyzers
 
 
@@ -123,7 +159,7 @@ def _array_batches(images, labels, args):
     start, stop = shard_bounds(len(images), args.num_shards, args.shard_index)
     images, labels = images[start:stop], labels[start:stop]
     step = args.images_per_batch
-    return (((images[i:i + step], labels[i:i + step]) for i in range(0, len(images), step)), len(images))
+    return (((images[i : i + step], labels[i : i + step]) for i in range(0, len(images), step)), len(images))
 
 
 def _load_patterns(args, model):
@@ -144,7 +180,8 @@ def digits_setting(args, model=None, strategy=None):
 
     if model is None:
         model, accuracy, (x_train, y_train, x_test, y_test) = trained_digits_cnn(
-            args.cache_dir, seed=args.seed, verbose=not args.quiet)
+            args.cache_dir, seed=args.seed, verbose=not args.quiet
+        )
         name = "digits_cnn"
     else:
         x_train, y_train, x_test, y_test = load_digits_images(args.seed)
@@ -152,11 +189,16 @@ def digits_setting(args, model=None, strategy=None):
         name = args.model
     count = min(args.num_images or len(x_test), len(x_test))
     model = mirror_model(model, strategy)
-    patterns = (_load_patterns(args, model) if args.patterns
-                else fit_patterns(model, x_train, verbose=False, strategy=strategy))
+    patterns = (
+        _load_patterns(args, model) if args.patterns else fit_patterns(model, x_train, verbose=False, strategy=strategy)
+    )
     batches, num_images = _array_batches(x_test[:count], y_test[:count], args)
-    description = {"model": name, "dataset": "sklearn load_digits (32x32, [-1, 1])",
-                   "train_images": int(len(x_train)), "test_images": int(len(x_test))}
+    description = {
+        "model": name,
+        "dataset": "sklearn load_digits (32x32, [-1, 1])",
+        "train_images": int(len(x_train)),
+        "test_images": int(len(x_test)),
+    }
     return Setting(model, accuracy, batches, num_images, patterns, x_train[: args.num_background], description)
 
 
@@ -195,21 +237,35 @@ def tfds_setting(args, strategy=None):
     model = mirror_model(model, strategy)  # weights on every replica's device
     source = dict(data_dir=args.data_dir, manual_dir=args.manual_dir, preprocess=preprocess)
     num_images = args.num_images or 1000
-    background, _ = imagenet.load_tfds_images(args.dataset, args.background_split,
-                                              num_images=args.num_background, **source)
-    patterns = (_load_patterns(args, model) if args.patterns
-                else fit_patterns(model, background, verbose=not args.quiet, strategy=strategy))
+    background, _ = imagenet.load_tfds_images(
+        args.dataset, args.background_split, num_images=args.num_background, **source
+    )
+    patterns = (
+        _load_patterns(args, model)
+        if args.patterns
+        else fit_patterns(model, background, verbose=not args.quiet, strategy=strategy)
+    )
     batches = (
-        (images, labels) for images, labels in imagenet.iterate_tfds_images(
-            args.dataset, args.split, batch_size=args.images_per_batch, num_images=num_images,
-            shard=(args.num_shards, args.shard_index), **source)
+        (images, labels)
+        for images, labels in imagenet.iterate_tfds_images(
+            args.dataset,
+            args.split,
+            batch_size=args.images_per_batch,
+            num_images=num_images,
+            shard=(args.num_shards, args.shard_index),
+            **source,
+        )
     )
     from pgig_tf.data import shard_bounds
 
     start, stop = shard_bounds(num_images, args.num_shards, args.shard_index)
     shard_count = stop - start
-    description = {"model": args.model, "dataset": f"{args.dataset}:{args.split}", "preprocessing": preprocess_name,
-                   "weights": args.weights if args.model == "vgg16" else args.model}
+    description = {
+        "model": args.model,
+        "dataset": f"{args.dataset}:{args.split}",
+        "preprocessing": preprocess_name,
+        "weights": args.weights if args.model == "vgg16" else args.model,
+    }
     return Setting(model, None, batches, shard_count, patterns, background, description)
 
 
@@ -228,9 +284,27 @@ def load_setting(args, strategy=None):
 
 
 def fingerprint_of(args):
-    keys = ("seed", "methods", "num_images", "images_per_batch", "batch_size", "patch_size", "num_steps",
-            "replacement", "absolute", "true_label", "model", "dataset", "split", "preprocessing", "weights",
-            "patterns", "patterns_format", "num_shards", "num_background")
+    keys = (
+        "seed",
+        "methods",
+        "num_images",
+        "images_per_batch",
+        "batch_size",
+        "patch_size",
+        "num_steps",
+        "replacement",
+        "absolute",
+        "true_label",
+        "model",
+        "dataset",
+        "split",
+        "preprocessing",
+        "weights",
+        "patterns",
+        "patterns_format",
+        "num_shards",
+        "num_background",
+    )
     return {key: getattr(args, key) for key in keys}
 
 
@@ -240,25 +314,38 @@ def versions():
 
     from pgig_tf import __version__
 
-    return {"pgig_tf": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "python": sys.version.split()[0], "machine": platform.platform(),
-            "cpu_count": os.cpu_count()}
+    return {
+        "pgig_tf": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "machine": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def write_results(out, fingerprint, totals, model_info, examples_path):
     from pgig_tf.viz.plots import plot_degradation_curves, plot_heatmap_grid
 
     methods = {name: t.summary() for name, t in totals.items()}
-    results = {"settings": fingerprint, "model": model_info, "versions": versions(),
-               "num_images": next(iter(methods.values()))["num_images"],
-               "aupc_definition": "trapezoid over k = 0..K with unit spacing of the mean curve (probability x patches)",
-               "autvc_definition": "trapezoid over scales 1, 2, 4, 8 (those that fit) of the total variation of the "
-                                   "channel-summed map divided by its max |value|",
-               "methods": methods}
+    results = {
+        "settings": fingerprint,
+        "model": model_info,
+        "versions": versions(),
+        "num_images": next(iter(methods.values()))["num_images"],
+        "aupc_definition": "trapezoid over k = 0..K with unit spacing of the mean curve (probability x patches)",
+        "autvc_definition": "trapezoid over scales 1, 2, 4, 8 (those that fit) of the total variation of the "
+        "channel-summed map divided by its max |value|",
+        "methods": methods,
+    }
     with open(os.path.join(out, "results.json"), "w") as handle:
         json.dump(results, handle, indent=1)
-    plot_degradation_curves(methods, os.path.join(out, "curves.png"),
-                            title=f"image degradation, {model_info.get('model', '')} (steeper is better)")
+    plot_degradation_curves(
+        methods,
+        os.path.join(out, "curves.png"),
+        title=f"image degradation, {model_info.get('model', '')} (steeper is better)",
+    )
     if os.path.exists(examples_path):
         with np.load(examples_path) as data:
             images = data["__images__"]
@@ -314,17 +401,25 @@ def main(argv=None):
         json.dump(model_info, handle, indent=1)
     from pgig_tf.evaluation.degradation import Degrader
 
-    degrader = Degrader(setting.model, args.patch_size, args.num_steps, args.replacement, args.absolute,
-                        args.batch_size)
-    analyzers = build_analyzers(setting.model, args.methods, setting.patterns, setting.background,
-                                args.batch_size, args.seed, strategy=strategy)
+    degrader = Degrader(
+        setting.model, args.patch_size, args.num_steps, args.replacement, args.absolute, args.batch_size
+    )
+    analyzers = build_analyzers(
+        setting.model, args.methods, setting.patterns, setting.background, args.batch_size, args.seed, strategy=strategy
+    )
     batches = ((images, labels if args.true_label else None) for images, labels in setting.batches)
     num_batches = -(-setting.num_images // args.images_per_batch)
     fingerprint = fingerprint_of(args)
     checkpoint = state_path(args.out, args.shard_index, args.num_shards)
     state, examples = run_benchmark(
-        analyzers, degrader, batches, num_batches, checkpoint, fingerprint,
-        checkpoint_every=args.checkpoint_every, keep_examples=6 if args.shard_index == 0 else 0,
+        analyzers,
+        degrader,
+        batches,
+        num_batches,
+        checkpoint,
+        fingerprint,
+        checkpoint_every=args.checkpoint_every,
+        keep_examples=6 if args.shard_index == 0 else 0,
         batch_seed=lambda index: (args.seed * 1_000_003 + index * 7919 + args.shard_index * 104_729) % (2**31 - 1),
         verbose=not args.quiet,
     )
@@ -333,8 +428,10 @@ def main(argv=None):
     if args.num_shards == 1:
         results = write_results(args.out, fingerprint, state["totals"], model_info, examples_path)
         print_table(results)
-        print(f"test accuracy {setting.accuracy}; {time.perf_counter() - started:.0f} s in all; wrote "
-              f"{os.path.join(args.out, 'results.json')}, curves.png, heatmaps.png")
+        print(
+            f"test accuracy {setting.accuracy}; {time.perf_counter() - started:.0f} s in all; wrote "
+            f"{os.path.join(args.out, 'results.json')}, curves.png, heatmaps.png"
+        )
     else:
         print(f"shard {args.shard_index} of {args.num_shards} done; run again with --merge when all are")
 

@@ -13,8 +13,9 @@ def load_images(paths, height, width, channels, preprocessing):
     import keras
 
     mode = "grayscale" if channels == 1 else "rgb"
-    raw = np.stack([keras.utils.img_to_array(keras.utils.load_img(p, color_mode=mode, target_size=(height, width)))
-                    for p in paths]).astype(np.float32)
+    raw = np.stack(
+        [keras.utils.img_to_array(keras.utils.load_img(p, color_mode=mode, target_size=(height, width))) for p in paths]
+    ).astype(np.float32)
     if preprocessing == "unit":
         return raw / 127.5 - 1.0
     if preprocessing == "zero_one":
@@ -57,12 +58,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="a Keras model file (.keras or .h5)")
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
-    parser.add_argument("--methods", default="gradient,integrated_gradients,guided_backprop,pattern_attribution,pgig",
-                        help=f"comma-separated, from: {', '.join(ANALYZERS)}")
+    parser.add_argument(
+        "--methods",
+        default="gradient,integrated_gradients,guided_backprop,pattern_attribution,pgig",
+        help=f"comma-separated, from: {', '.join(ANALYZERS)}",
+    )
     parser.add_argument("--patterns", help="patterns .npz for the pattern methods (see scripts/fit_patterns.py)")
     parser.add_argument("--background", help="a .npy of preprocessed inputs: Expected Gradients' background")
-    parser.add_argument("--preprocessing", default="unit", choices=PREPROCESSING,
-                        help="unit: [-1, 1] (default); zero_one: [0, 1]; caffe: VGG16's BGR mean subtraction; none")
+    parser.add_argument(
+        "--preprocessing",
+        default="unit",
+        choices=PREPROCESSING,
+        help="unit: [-1, 1] (default); zero_one: [0, 1]; caffe: VGG16's BGR mean subtraction; none",
+    )
     parser.add_argument("--neuron", type=int, default=None, help="output unit to explain (default: the prediction)")
     parser.add_argument("--out", default="results/explain.png")
     parser.add_argument("--seed", type=int, default=0)

@@ -52,13 +52,28 @@ def main(argv=None):
         else:
             model = keras.models.load_model(args.model, compile=False)
             preprocess = _unit_preprocessing(*model.inputs[0].shape[1:])
-        data = (images for images, _ in imagenet.iterate_tfds_images(
-            args.dataset, args.split, batch_size=args.batch_size, num_images=args.num_images,
-            data_dir=args.data_dir, manual_dir=args.manual_dir, preprocess=preprocess))
+        data = (
+            images
+            for images, _ in imagenet.iterate_tfds_images(
+                args.dataset,
+                args.split,
+                batch_size=args.batch_size,
+                num_images=args.num_images,
+                data_dir=args.data_dir,
+                manual_dir=args.manual_dir,
+                preprocess=preprocess,
+            )
+        )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
     checkpoint = args.out + ".checkpoint.npz"
-    patterns = fit_patterns(model, data, kind=args.kind, batch_size=args.batch_size, checkpoint=checkpoint,
-                            checkpoint_every=args.checkpoint_every)
+    patterns = fit_patterns(
+        model,
+        data,
+        kind=args.kind,
+        batch_size=args.batch_size,
+        checkpoint=checkpoint,
+        checkpoint_every=args.checkpoint_every,
+    )
     patterns.save(args.out)
     if os.path.exists(checkpoint):
         os.remove(checkpoint)

@@ -34,21 +34,41 @@ def parse_args(argv=None):
         help="a .npy array of inputs for --model: the first --num-images are explained; pattern methods "
         "(and expected_gradients) are fitted on up to --fit-samples of it",
     )
-    parser.add_argument("--methods", default=DEFAULT_METHODS,
-                        help=f"comma-separated create_analyzer names (default: {DEFAULT_METHODS})")
+    parser.add_argument(
+        "--methods", default=DEFAULT_METHODS, help=f"comma-separated create_analyzer names (default: {DEFAULT_METHODS})"
+    )
     parser.add_argument("--num-images", type=int, default=8, help="inputs explained (default 8)")
-    parser.add_argument("--fit-samples", type=int, default=512,
-                        help="samples for fitting patterns on each randomised model (default 512)")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs of the default model (default 10, "
-                        "the degradation benchmark's; cached)")
-    parser.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "pgig_tf"),
-                        help="where the default model is cached (shared with the degradation benchmark)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the weight draws, of the default model and of sampling methods")
-    parser.add_argument("--mode", choices=("cascading", "independent"), default="cascading",
-                        help="randomise the top j layers (cascading, default) or only the j-th (independent)")
-    parser.add_argument("--signed", action="store_true",
-                        help="plot the correlation of signed maps instead of |maps| (both are in the JSON)")
+    parser.add_argument(
+        "--fit-samples",
+        type=int,
+        default=512,
+        help="samples for fitting patterns on each randomised model (default 512)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=10,
+        help="training epochs of the default model (default 10, the degradation benchmark's; cached)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=os.path.join(os.path.expanduser("~"), ".cache", "pgig_tf"),
+        help="where the default model is cached (shared with the degradation benchmark)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the weight draws, of the default model and of sampling methods"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("cascading", "independent"),
+        default="cascading",
+        help="randomise the top j layers (cascading, default) or only the j-th (independent)",
+    )
+    parser.add_argument(
+        "--signed",
+        action="store_true",
+        help="plot the correlation of signed maps instead of |maps| (both are in the JSON)",
+    )
     parser.add_argument("--out", default="results", help="output directory (default results/)")
     args = parser.parse_args(argv)
     if args.model and not args.data:
@@ -93,7 +113,9 @@ def main(argv=None):
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in ANALYZERS]
     if unknown or not methods:
-        raise SystemExit(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from: {', '.join(ANALYZERS)}")
+        raise SystemExit(
+            f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from: {', '.join(ANALYZERS)}"
+        )
     start = time.time()
     settings = {"seed": args.seed, "num_images": args.num_images, "mode": args.mode}
     if args.model:
@@ -105,7 +127,8 @@ def main(argv=None):
         from pgig_tf.datasets.digits import trained_digits_cnn
 
         model, accuracy, (x_train, _, x_test, _) = trained_digits_cnn(
-            args.cache_dir, seed=args.seed, epochs=args.epochs, verbose=False)
+            args.cache_dir, seed=args.seed, epochs=args.epochs, verbose=False
+        )
         print(f"default model: the benchmark's digits CNN, {args.epochs} epochs, held-out accuracy {accuracy:.3f}")
         x, fit_data = x_test[: args.num_images], x_train[: args.fit_samples]
         settings.update(model="digits_cnn (default)", epochs=args.epochs, test_accuracy=accuracy)
@@ -115,7 +138,11 @@ def main(argv=None):
     for name in methods:
         t0 = time.time()
         results[name] = cascading_randomization(
-            model, make_factory(name, fit_data, args.seed), x, seed=args.seed, absolute=not args.signed,
+            model,
+            make_factory(name, fit_data, args.seed),
+            x,
+            seed=args.seed,
+            absolute=not args.signed,
             mode=args.mode,
         )
         print(f"  {name}: {time.time() - t0:.1f} s")
@@ -124,8 +151,11 @@ def main(argv=None):
     summary = {"settings": settings, "methods": {name: r.to_dict() for name, r in results.items()}}
     with open(os.path.join(args.out, "sanity.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    plot_randomization(results, os.path.join(args.out, "sanity.png"),
-                       title=f"Model-randomisation sanity check ({len(x)} inputs, seed {args.seed})")
+    plot_randomization(
+        results,
+        os.path.join(args.out, "sanity.png"),
+        title=f"Model-randomisation sanity check ({len(x)} inputs, seed {args.seed})",
+    )
 
     layers = next(iter(results.values())).layers
     print(f"layers randomised, top first: {', '.join(layers)}")

@@ -23,8 +23,13 @@ def run(mean=0.0, std=0.5, seed=0, steps=25):
     maps = {name: analyzer.analyze(x, neuron_selection=0) for name, analyzer in maps.items()}
     plateau = z > 1
     summary = {
-        "settings": {"distractor_mean": mean, "distractor_std": std, "seed": seed, "steps": steps,
-                     "num_samples": int(len(z))},
+        "settings": {
+            "distractor_mean": mean,
+            "distractor_std": std,
+            "seed": seed,
+            "steps": steps,
+            "num_samples": int(len(z)),
+        },
         "patterns": {name: patterns[name].ravel().tolist() for name in patterns},
         "max_abs_output_error": float(np.max(np.abs(model.predict(x, verbose=0)[:, 0] - y))),
         "methods": {
@@ -72,8 +77,13 @@ def plot(arrays, path):
         axis.set_xlabel("z")
     axes[1].legend(loc="upper left", fontsize=8)
     axes[-1].axis("off")
-    axes[-1].text(0, 0.5, "dotted line: z = 1,\nthe plateau starts\n\nred: signal dimension x1\nblue: distractor dimension x2",
-                  fontsize=10, va="center")
+    axes[-1].text(
+        0,
+        0.5,
+        "dotted line: z = 1,\nthe plateau starts\n\nred: signal dimension x1\nblue: distractor dimension x2",
+        fontsize=10,
+        va="center",
+    )
     fig.suptitle("PGIG stress test (Schwarzenberg & Castle 2020, Fig. 2)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -96,8 +106,10 @@ def main(argv=None):
         json.dump(summary, handle, indent=2)
     print("fitted patterns:", json.dumps(summary["patterns"]))
     for name, numbers in summary["methods"].items():
-        print(f"{name:>22}: mean |x2 attribution| {numbers['mean_abs_distractor_dim_x2']:.4f}, "
-              f"mean |x1| on plateau z>1 {numbers['mean_abs_x1_on_plateau']:.4f}")
+        print(
+            f"{name:>22}: mean |x2 attribution| {numbers['mean_abs_distractor_dim_x2']:.4f}, "
+            f"mean |x1| on plateau z>1 {numbers['mean_abs_x1_on_plateau']:.4f}"
+        )
     print(f"wrote {png} and {os.path.join(args.out, 'stress_test.json')}")
 
 

@@ -35,8 +35,17 @@ class GradientEngine:
     one copy per device, which several GPUs want and jit_compile=True needs.
     """
 
-    def __init__(self, model, rule, aggregator, start=START_ONE, batch_size=64, compute_dtype=None,
-                 jit_compile=False, strategy=None):
+    def __init__(
+        self,
+        model,
+        rule,
+        aggregator,
+        start=START_ONE,
+        batch_size=64,
+        compute_dtype=None,
+        jit_compile=False,
+        strategy=None,
+    ):
         if start not in (START_ONE, START_VALUE):
             raise ValueError(f"start must be {START_ONE!r} or {START_VALUE!r}, got {start!r}")
         self.model = model
@@ -99,8 +108,9 @@ class GradientEngine:
                 tf.TensorSpec((), tf.int32),
             ]
             if self.strategy is None:
-                self._functions[key] = tf.function(self._attribute, input_signature=signature,
-                                                   jit_compile=self.jit_compile)
+                self._functions[key] = tf.function(
+                    self._attribute, input_signature=signature, jit_compile=self.jit_compile
+                )
             else:
                 # XLA compiles each replica's loop on its device; a cluster cannot span devices
                 shard = tf.function(self._attribute, jit_compile=True) if self.jit_compile else self._attribute
@@ -177,8 +187,9 @@ class GradientEngine:
                 value = value * multiplier
             if aggregator.statistic == MEAN_SQUARE:
                 value = tf.square(value)
-            count, mean, m2 = _merge(count, mean, m2, value, sample_index, num_samples,
-                                     with_m2=aggregator.statistic == VARIANCE, valid=valid)
+            count, mean, m2 = _merge(
+                count, mean, m2, value, sample_index, num_samples, with_m2=aggregator.statistic == VARIANCE, valid=valid
+            )
         reduced = m2 / tf.cast(draws, x.dtype) if aggregator.statistic == VARIANCE else mean
         return aggregator.finish(x, reduced)
 
@@ -206,4 +217,3 @@ def _merge(count, mean, m2, value, sample_index, num_samples, with_m2, valid=Non
     chunk_m2 = tf.math.unsorted_segment_sum(tf.square(centred), sample_index, num_samples)
     new_m2 = m2 + chunk_m2 + tf.square(delta) * per_row(count, value) * weight
     return new_count, new_mean, new_m2
-

@@ -13,6 +13,7 @@ import tensorflow as tf
 # Separate random streams for the different random quantities of one point.
 NORMAL_STREAM, UNIFORM_BASELINE_STREAM, BACKGROUND_INDEX_STREAM, ALPHA_STREAM = range(4)
 
+
 def sample_noise(x, seed, sample_index, key, keys_per_sample, noise_scale, segments=None):
     """N(0, sigma^2) noise per row of `x`, sigma = noise_scale * (max - min) of that row, keyed by (seed, i, key).
 

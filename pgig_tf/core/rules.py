@@ -180,8 +180,7 @@ class _PatternRule(LayerwiseRule):
         # Patterns live in variables, not graph constants: VGG16's first dense pattern alone
         # is 400 MB, too large to embed in a traced graph.
         self._variables = {
-            name: tf.Variable(array, trainable=False, name="pattern")
-            for name, array in patterns.items()
+            name: tf.Variable(array, trainable=False, name="pattern") for name, array in patterns.items()
         }
 
     def check_model(self, model, exempt=()):
@@ -308,9 +307,7 @@ def make_rule(rule, patterns=None, allow_other_model=False):
     cls = rule_class(rule)
     if cls.needs_patterns:
         if patterns is None:
-            raise ValueError(
-                f"rule {cls.name!r} needs patterns: pass patterns=... or call analyzer.fit(data) first"
-            )
+            raise ValueError(f"rule {cls.name!r} needs patterns: pass patterns=... or call analyzer.fit(data) first")
         return cls(patterns, allow_other_model=allow_other_model)
     return cls()
 
@@ -344,7 +341,7 @@ def _unsupported(layer, subject):
     return ValueError(
         f"Layer {L.describe(layer)} is not supported by {subject}: {why}. "
         f"If it is linear, or should pass its ordinary gradient under this rule, register it "
-        f"before creating the analyzer: pgig_tf.register_layer({_class_path(layer)}, \"linear\"); for full "
+        f'before creating the analyzer: pgig_tf.register_layer({_class_path(layer)}, "linear"); for full '
         f"control register a function fn(layer, inputs, rule_name) -> outputs "
         f"(see help(pgig_tf.register_layer)). Supported without registering: Dense, Conv1D/2D/3D, "
         "DepthwiseConv1D/2D, ReLU/ReLU6/Activation, BatchNormalization, Rescaling, Normalization, pooling, "

@@ -29,9 +29,7 @@ def build_vgg16(input_size=224, weights="imagenet"):
         raise TypeError(f"input_size must be an int, got {input_size!r}")
     input_size = int(input_size)
     if input_size // 32 != 7:
-        raise ValueError(
-            f"input_size must be in 224..255 so that VGG16's fc1 sees a 7x7x512 map, got {input_size}"
-        )
+        raise ValueError(f"input_size must be in 224..255 so that VGG16's fc1 sees a 7x7x512 map, got {input_size}")
     if weights is not None and not isinstance(weights, str):
         weights = str(weights)  # a pathlib.Path
     if input_size == 224:
@@ -222,8 +220,14 @@ def load_tfds_images(name, split, data_dir=None, manual_dir=None, num_images=Non
     """
     images, labels = [], []
     batches = iterate_tfds_images(
-        name, split, batch_size=64, data_dir=data_dir, manual_dir=manual_dir,
-        num_images=num_images, preprocess=preprocess, shard=shard,
+        name,
+        split,
+        batch_size=64,
+        data_dir=data_dir,
+        manual_dir=manual_dir,
+        num_images=num_images,
+        preprocess=preprocess,
+        shard=shard,
     )
     for x, y in batches:
         images.append(x)

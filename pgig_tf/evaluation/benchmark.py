@@ -19,8 +19,16 @@ from pgig_tf.files import atomic_write
 
 # The paper's ten methods (§5) in its order, then SmoothTaylor (Goh et al., 2020) and the random control.
 PAPER_METHODS = (
-    "gradient", "input_t_gradient", "integrated_gradients", "smoothgrad_squared", "vargrad",
-    "smoothgrad_ig", "expected_gradients", "guided_backprop", "pattern_attribution", "pgig",
+    "gradient",
+    "input_t_gradient",
+    "integrated_gradients",
+    "smoothgrad_squared",
+    "vargrad",
+    "smoothgrad_ig",
+    "expected_gradients",
+    "guided_backprop",
+    "pattern_attribution",
+    "pgig",
 )
 DEFAULT_METHODS = PAPER_METHODS + ("smooth_taylor", "random")
 
@@ -114,8 +122,19 @@ def save_state(path, state):
         json.dump(data, handle)
 
 
-def run_benchmark(analyzers, degrader, batches, num_batches, checkpoint, fingerprint, smoothness_scales=None,
-                  checkpoint_every=5, batch_seed=None, keep_examples=0, verbose=True):
+def run_benchmark(
+    analyzers,
+    degrader,
+    batches,
+    num_batches,
+    checkpoint,
+    fingerprint,
+    smoothness_scales=None,
+    checkpoint_every=5,
+    batch_seed=None,
+    keep_examples=0,
+    verbose=True,
+):
     """Runs every analyzer on every batch (images, labels, targets) and returns the state with its totals.
 
     `analyzers`: name -> analyzer. `batches`: an iterable of (images, targets or None);

@@ -67,8 +67,16 @@ class Degrader:
     the curve records probabilities either way.
     """
 
-    def __init__(self, model, patch_size=9, num_steps=100, replacement="patch_mean", absolute=False,
-                 batch_size=64, apply_softmax=None):
+    def __init__(
+        self,
+        model,
+        patch_size=9,
+        num_steps=100,
+        replacement="patch_mean",
+        absolute=False,
+        batch_size=64,
+        apply_softmax=None,
+    ):
         self.model = model
         self._input_shape, _ = model_io(model)
         if len(self._input_shape) != 4:

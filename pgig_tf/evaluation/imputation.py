@@ -10,7 +10,9 @@ import scipy.sparse.linalg
 # neighbour, 1/12 for each diagonal one (4/6 + 4/12 = 1 inside the image).
 NEIGHBOURS = tuple(
     (dr, dc, 1.0 / 6.0 if dr == 0 or dc == 0 else 1.0 / 12.0)
-    for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)
+    for dr in (-1, 0, 1)
+    for dc in (-1, 0, 1)
+    if (dr, dc) != (0, 0)
 )
 
 
@@ -137,7 +139,9 @@ def _check_removed(removed, image_shape):
     if array.dtype != bool:
         raise TypeError(f"removed must be a bool array (B, H, W), got dtype {array.dtype}")
     if array.shape != tuple(image_shape[:3]):
-        raise ValueError(f"removed must have shape {tuple(image_shape[:3])} (images without channels), got {array.shape}")
+        raise ValueError(
+            f"removed must have shape {tuple(image_shape[:3])} (images without channels), got {array.shape}"
+        )
     return array
 
 

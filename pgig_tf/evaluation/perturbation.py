@@ -63,8 +63,9 @@ def curve_area(curves, fractions):
     curves = np.asarray(curves, dtype=np.float64)
     x = np.asarray(fractions, dtype=np.float64)
     if x.ndim != 1 or curves.shape[-1] != len(x) or len(x) < 2:
-        raise ValueError(f"fractions must be 1-D with one entry per curve point ({curves.shape[-1]}, >= 2), "
-                         f"got shape {x.shape}")
+        raise ValueError(
+            f"fractions must be 1-D with one entry per curve point ({curves.shape[-1]}, >= 2), got shape {x.shape}"
+        )
     if np.any(np.diff(x) <= 0):
         raise ValueError(f"fractions must be strictly increasing, got {x.tolist()}")
     return ((curves[..., 1:] + curves[..., :-1]) * np.diff(x)).sum(axis=-1) / 2.0
@@ -78,8 +79,10 @@ def symmetric_relevance_gain(morf, lerf):
     if not isinstance(morf, Curves) or not isinstance(lerf, Curves):
         raise TypeError(f"morf and lerf must be Curves, got {type(morf).__name__} and {type(lerf).__name__}")
     if morf.values.shape != lerf.values.shape or not np.array_equal(morf.fractions, lerf.fractions):
-        raise ValueError(f"morf and lerf curves must share images and schedule, got shapes {morf.values.shape} "
-                         f"and {lerf.values.shape}")
+        raise ValueError(
+            f"morf and lerf curves must share images and schedule, got shapes {morf.values.shape} "
+            f"and {lerf.values.shape}"
+        )
     return lerf.area - morf.area
 
 
@@ -96,8 +99,10 @@ def removal_counts(num_units, units_per_step=1, num_steps=None):
         num_steps = needed
     num_steps = check_positive_int(num_steps, "num_steps")
     if num_steps > needed:
-        raise ValueError(f"num_steps={num_steps} exceeds the {needed} steps of {units_per_step} unit(s) that change "
-                         f"all {num_units} units")
+        raise ValueError(
+            f"num_steps={num_steps} exceeds the {needed} steps of {units_per_step} unit(s) that change "
+            f"all {num_units} units"
+        )
     return np.minimum(np.arange(num_steps + 1) * units_per_step, num_units).astype(np.int32)
 
 
@@ -156,9 +161,24 @@ class PerturbationCurves:
             already ends in one, so curves record probabilities either way.
     """
 
-    def __init__(self, model, order="morf", replacement="image_mean", *, patch_size=1, units_per_step=1,
-                 num_steps=None, mode="remove", absolute=False, blur_sigma=DEFAULT_BLUR_SIGMA,
-                 road_noise=DEFAULT_ROAD_NOISE, seed=0, batch_size=64, images_per_call=16, apply_softmax=None):
+    def __init__(
+        self,
+        model,
+        order="morf",
+        replacement="image_mean",
+        *,
+        patch_size=1,
+        units_per_step=1,
+        num_steps=None,
+        mode="remove",
+        absolute=False,
+        blur_sigma=DEFAULT_BLUR_SIGMA,
+        road_noise=DEFAULT_ROAD_NOISE,
+        seed=0,
+        batch_size=64,
+        images_per_call=16,
+        apply_softmax=None,
+    ):
         self.model = model
         self._input_shape, self._width = model_io(model)
         if len(self._input_shape) != 4:
@@ -227,8 +247,9 @@ class PerturbationCurves:
             values = np.empty((len(images), len(counts)), np.float32)
             for start in range(0, len(images), self.images_per_call):
                 part = slice(start, start + self.images_per_call)
-                values[part] = function(tf.constant(images[part]), tf.constant(ranks[part]),
-                                        tf.constant(targets[part]), tf.constant(counts)).numpy()
+                values[part] = function(
+                    tf.constant(images[part]), tf.constant(ranks[part]), tf.constant(targets[part]), tf.constant(counts)
+                ).numpy()
         return Curves(values, self.fractions(images.shape))
 
     def perturbed(self, images, ranks, step, first_index=0):
@@ -261,8 +282,9 @@ class PerturbationCurves:
         if not np.issubdtype(array.dtype, np.integer):
             raise TypeError(f"ranks must be integers, got dtype {array.dtype}")
         if array.shape != expected:
-            raise ValueError(f"ranks must have shape {expected} (images x units of size {self.patch_size}), "
-                             f"got {array.shape}")
+            raise ValueError(
+                f"ranks must have shape {expected} (images x units of size {self.patch_size}), got {array.shape}"
+            )
         flat = np.sort(array.reshape(len(array), -1), axis=1)
         bad = np.flatnonzero((flat != np.arange(rows * cols)).any(axis=1))
         if len(bad):
@@ -279,8 +301,10 @@ class PerturbationCurves:
         if array.shape != (count,):
             raise ValueError(f"targets has shape {array.shape} for {count} images")
         if (array < 0).any() or (array >= self._width).any():
-            raise ValueError(f"targets must be in 0..{self._width - 1} (the model's outputs), got "
-                             f"{array[(array < 0) | (array >= self._width)][0]}")
+            raise ValueError(
+                f"targets must be in 0..{self._width - 1} (the model's outputs), got "
+                f"{array[(array < 0) | (array >= self._width)][0]}"
+            )
         return array.astype(np.int32)
 
     def _function(self, kind, sample_shape):
@@ -378,8 +402,7 @@ def road_fill(images, removed, noise, seed, ids):
     everything = removed.reshape(len(removed), -1).all(axis=1)
     out = np.empty_like(images)
     if (~everything).any():
-        out[~everything] = noisy_linear_impute(images[~everything], removed[~everything], noise, seed,
-                                               ids[~everything])
+        out[~everything] = noisy_linear_impute(images[~everything], removed[~everything], noise, seed, ids[~everything])
     for b in np.flatnonzero(everything):
         filled = np.broadcast_to(images[b].mean(axis=(0, 1), dtype=np.float64), images[b].shape).copy()
         if noise > 0:

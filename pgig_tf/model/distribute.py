@@ -63,10 +63,14 @@ def distribute_batch(strategy, tensors):
         pieces = tf.split(tensor, sizes, axis=0)
         # inside a tf.function these values are not placed: each piece is copied to the device
         # of the replica whose ops read it, so a replica receives only its own samples
-        shards.append(strategy.experimental_distribute_values_from_function(
-            lambda context, pieces=pieces: tf.identity(pieces[context.replica_id_in_sync_group])))
+        shards.append(
+            strategy.experimental_distribute_values_from_function(
+                lambda context, pieces=pieces: tf.identity(pieces[context.replica_id_in_sync_group])
+            )
+        )
     offsets = strategy.experimental_distribute_values_from_function(
-        lambda context: tf.identity(starts[context.replica_id_in_sync_group]))
+        lambda context: tf.identity(starts[context.replica_id_in_sync_group])
+    )
     return shards, offsets
 
 
@@ -163,11 +167,15 @@ def make_strategy(replicas: int) -> tf.distribute.Strategy:
     if len(gpus) >= replicas:
         return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(replicas)])
     if gpus:
-        warnings.warn(f"make_strategy({replicas}): only {len(gpus)} GPU(s), so the {replicas} replicas run on "
-                      "logical CPU devices", stacklevel=2)
+        warnings.warn(
+            f"make_strategy({replicas}): only {len(gpus)} GPU(s), so the {replicas} replicas run on "
+            "logical CPU devices",
+            stacklevel=2,
+        )
     devices = configure_cpu_devices(replicas) if replicas > 1 else ["/cpu:0"]
     return tf.distribute.MirroredStrategy(
-        devices, cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=devices[0]))
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=devices[0])
+    )
 
 
 def replica_device():

@@ -99,8 +99,10 @@ def fingerprint_differences(saved, current, there="in the file"):
         return []
     if not isinstance(saved, dict) or saved.get("version") != FINGERPRINT_VERSION:
         version = saved.get("version") if isinstance(saved, dict) else None
-        return [f"the model fingerprint {there} is of version {version!r}, this pgig_tf compares version "
-                f"{FINGERPRINT_VERSION} only"]
+        return [
+            f"the model fingerprint {there} is of version {version!r}, this pgig_tf compares version "
+            f"{FINGERPRINT_VERSION} only"
+        ]
     old, new = _by_name(saved["layers"]), _by_name(current["layers"])
     differences = []
     for key, layer in new.items():
@@ -112,16 +114,20 @@ def fingerprint_differences(saved, current, there="in the file"):
             differences.append(f"layer '{key}' is a {layer['class']} here, a {before.get('class')} {there}")
             continue
         if before.get("kernel") != layer.get("kernel"):
-            differences.append(f"kernel of '{key}' has shape {_shape(layer.get('kernel'))} here, "
-                               f"{_shape(before.get('kernel'))} {there}")
+            differences.append(
+                f"kernel of '{key}' has shape {_shape(layer.get('kernel'))} here, "
+                f"{_shape(before.get('kernel'))} {there}"
+            )
             continue
         if before.get("activation") != layer.get("activation"):
-            differences.append(f"activation of '{key}' is {layer.get('activation')} here, "
-                               f"{before.get('activation')} {there}")
+            differences.append(
+                f"activation of '{key}' is {layer.get('activation')} here, {before.get('activation')} {there}"
+            )
         if before.get("weights") != layer.get("weights"):
             differences.append(f"layer '{key}' weights differ")
-    differences += [f"layer '{key}' ({layer.get('class')}) is {there}, not here"
-                    for key, layer in old.items() if key not in new]
+    differences += [
+        f"layer '{key}' ({layer.get('class')}) is {there}, not here" for key, layer in old.items() if key not in new
+    ]
     return differences  # empty also for the same layers listed in another order (e.g. a nested copy)
 
 
@@ -152,8 +158,9 @@ def check_same_model(saved, model, subject, there, allow_other_model, remedy):
         listed += f"; and {len(differences) - _MAX_LISTED} more"
     message = f"{subject} another model than '{model.name}': {listed}"
     if allow_other_model:
-        warnings.warn(message + " (used anyway: allow_other_model=True)", OtherModelWarning,
-                      stacklevel=user_stacklevel())
+        warnings.warn(
+            message + " (used anyway: allow_other_model=True)", OtherModelWarning, stacklevel=user_stacklevel()
+        )
         return differences
     raise OtherModelError(f"{message}. {remedy}")
 

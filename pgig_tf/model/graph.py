@@ -14,9 +14,7 @@ def functional_of(model):
 
 def is_graph_model(layer):
     """True for a model we can walk (a Sequential or Functional model, possibly nested)."""
-    return isinstance(layer, keras.Sequential) or (
-        isinstance(layer, keras.Model) and functional_of(layer) is not None
-    )
+    return isinstance(layer, keras.Sequential) or (isinstance(layer, keras.Model) and functional_of(layer) is not None)
 
 
 def run_graph(model, inputs, substitute):
@@ -70,7 +68,7 @@ def leaf_operations(model):
 
     def visit(m):
         graph = functional_of(m)
-        for operation in (graph.operations if graph is not None else m.layers):
+        for operation in graph.operations if graph is not None else m.layers:
             if id(operation) in seen:
                 continue
             seen.add(id(operation))

@@ -161,13 +161,23 @@ def linear_part(layer, x, kernel):
         return ops.matmul(x, kernel)
     if is_depthwise(layer):
         return ops.depthwise_conv(
-            x, kernel, strides=layer.strides, padding=layer.padding,
-            dilation_rate=layer.dilation_rate, data_format=layer.data_format,
+            x,
+            kernel,
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
         )
     if layer.padding == "causal":  # Conv1D: left-pad, then a 'valid' convolution, as its call does
         x = ops.pad(x, layer._compute_causal_padding())
-        return ops.conv(x, kernel, strides=list(layer.strides), padding="valid",
-                        dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+        return ops.conv(
+            x,
+            kernel,
+            strides=list(layer.strides),
+            padding="valid",
+            dilation_rate=layer.dilation_rate,
+            data_format=layer.data_format,
+        )
     return layer.convolution_op(x, kernel)
 
 
@@ -197,8 +207,12 @@ def separable_part(layer, x):
     """A SeparableConv layer's output before its activation, computed as its own `call` does."""
     dtype = layer.compute_dtype
     z = ops.separable_conv(
-        ops.cast(x, dtype), ops.cast(layer.depthwise_kernel, dtype), ops.cast(layer.pointwise_kernel, dtype),
-        strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate,
+        ops.cast(x, dtype),
+        ops.cast(layer.depthwise_kernel, dtype),
+        ops.cast(layer.pointwise_kernel, dtype),
+        strides=layer.strides,
+        padding=layer.padding,
+        dilation_rate=layer.dilation_rate,
         data_format=layer.data_format,
     )
     return add_bias(layer, z)

@@ -73,8 +73,9 @@ def register_rule(layer_class, treatment):
 
 def unregister_rule(layer_class):
     """Deprecated name of `unregister_layer`."""
-    warnings.warn("pgig_tf.unregister_rule is deprecated; use pgig_tf.unregister_layer", DeprecationWarning,
-                  stacklevel=2)
+    warnings.warn(
+        "pgig_tf.unregister_rule is deprecated; use pgig_tf.unregister_layer", DeprecationWarning, stacklevel=2
+    )
     unregister_layer(layer_class)
 
 

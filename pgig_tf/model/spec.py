@@ -53,7 +53,6 @@ def model_io(model):
     return spec.parts[0].shape, spec.output_width
 
 
-
 class InputPart:
     """One model input as the engine sees it: its values, or for token ids their Embedding output."""
 
@@ -172,7 +171,8 @@ class ModelSpec:
             if missing or extra:
                 raise ValueError(
                     f"{name} must be a dict with one entry per model input ({listed}), got keys "
-                    f"{sorted(str(k) for k in x)}" + (f" (missing {missing})" if missing else "")
+                    f"{sorted(str(k) for k in x)}"
+                    + (f" (missing {missing})" if missing else "")
                     + (f" (unknown {extra})" if extra else "")
                 )
             return [x[n] for n in self.input_names], dict, [f"{name}[{n!r}]" for n in self.input_names]
@@ -226,7 +226,11 @@ class ModelSpec:
         return np.concatenate(pieces).astype(np.float32)
 
     def _part_baseline(self, part, baseline, name):
-        if part.embedding is not None and np.ndim(baseline) > 0 and np.issubdtype(np.asarray(baseline).dtype, np.integer):
+        if (
+            part.embedding is not None
+            and np.ndim(baseline) > 0
+            and np.issubdtype(np.asarray(baseline).dtype, np.integer)
+        ):
             tokens = checked_array(np.asarray(baseline)[None], part.shape, f"{name} (token ids)")
             tokens = sequence.check_tokens(tokens, part.embedding, f"{name} (token ids)")
             return sequence.embed(part.embedding, tokens)[0].astype(np.float32)
@@ -243,8 +247,7 @@ class ModelSpec:
             return [p.reshape((-1,) + part.engine_shape) for p, part in zip(pieces, self.parts)]
         pieces = tf.split(values, self.segments, axis=1)
         return [
-            tf.cast(tf.reshape(p, (-1,) + part.engine_shape), part.engine_dtype)
-            for p, part in zip(pieces, self.parts)
+            tf.cast(tf.reshape(p, (-1,) + part.engine_shape), part.engine_dtype) for p, part in zip(pieces, self.parts)
         ]
 
     def restore(self, result, batch):

@@ -78,7 +78,6 @@ def check_tokens(array, layer, name):
 def embed(layer, tokens, batch_size=1024):
     """The Embedding layer's output (numpy) for int token ids, computed `batch_size` rows at a time."""
     pieces = [
-        np.asarray(layer(tokens[i : i + batch_size], training=False))
-        for i in range(0, max(len(tokens), 1), batch_size)
+        np.asarray(layer(tokens[i : i + batch_size], training=False)) for i in range(0, max(len(tokens), 1), batch_size)
     ]
     return np.concatenate(pieces) if len(pieces) > 1 else pieces[0]

@@ -151,8 +151,9 @@ def _is_identity(activation):
     return activation is None or activation is keras.activations.linear
 
 
-def fit_patterns(model, data, kind="relu", batch_size=64, verbose=True, checkpoint=None, checkpoint_every=50,
-                 strategy=None):
+def fit_patterns(
+    model, data, kind="relu", batch_size=64, verbose=True, checkpoint=None, checkpoint_every=50, strategy=None
+):
     """Fits a pattern for every Dense/Conv layer of `model` from `data`, in one pass (Eq. 2).
 
     kind="relu" uses the two-component estimator (E+ over the samples where a unit is
@@ -282,9 +283,16 @@ class _DataHash:
 def _save(path, statistics, kind, fingerprint, batch_size, batches_done, num_samples, hashes):
     """Writes every layer's running sums and what they were counted on (atomically, with a checksum)."""
     arrays = {f"{name}/{field}": getattr(stats, field).numpy() for name, stats in statistics.items() for field in _SUMS}
-    header = {"format": _CHECKPOINT_FORMAT, "format_version": _CHECKPOINT_VERSION, "kind": kind,
-              "batch_size": batch_size, "batches_done": batches_done, "num_samples": num_samples,
-              "data_sha256": hashes.hexdigest(), "model_fingerprint": fingerprint}
+    header = {
+        "format": _CHECKPOINT_FORMAT,
+        "format_version": _CHECKPOINT_VERSION,
+        "kind": kind,
+        "batch_size": batch_size,
+        "batches_done": batches_done,
+        "num_samples": num_samples,
+        "data_sha256": hashes.hexdigest(),
+        "model_fingerprint": fingerprint,
+    }
     arrays[_CHECKPOINT_KEY] = np.array(json.dumps(header))
     write_npz(path, arrays)
 
@@ -302,17 +310,26 @@ def _restore(path, statistics, kind, model):
     if _CHECKPOINT_KEY in entries:
         header = read_header(entries, _CHECKPOINT_KEY, path, _EXPECTED, _REMEDY)
         if header.get("format") != _CHECKPOINT_FORMAT or header.get("format_version") != _CHECKPOINT_VERSION:
-            raise unreadable(path, _EXPECTED, f"it has format {header.get('format')!r} version "
-                             f"{header.get('format_version')!r}; this pgig_tf reads version {_CHECKPOINT_VERSION}",
-                             _REMEDY)
+            raise unreadable(
+                path,
+                _EXPECTED,
+                f"it has format {header.get('format')!r} version "
+                f"{header.get('format_version')!r}; this pgig_tf reads version {_CHECKPOINT_VERSION}",
+                _REMEDY,
+            )
         if not verified:
             raise unreadable(path, _EXPECTED, "it is damaged: its checksum entry is missing", _REMEDY)
     elif "__progress__" in entries and "__kind__" in entries:  # format version 1
         progress = entries["__progress__"]
         if progress.shape != (2,):
             raise unreadable(path, _EXPECTED, "its '__progress__' entry is not (batches, samples)", _REMEDY)
-        header = {"kind": str(entries["__kind__"]), "batches_done": int(progress[0]), "num_samples": int(progress[1]),
-                  "data_sha256": None, "model_fingerprint": None}
+        header = {
+            "kind": str(entries["__kind__"]),
+            "batches_done": int(progress[0]),
+            "num_samples": int(progress[1]),
+            "data_sha256": None,
+            "model_fingerprint": None,
+        }
     else:
         kind_found = other_kind(entries, _CHECKPOINT_KEY)
         problem = f"it is {kind_found}" if kind_found else "it has no checkpoint header"
@@ -322,19 +339,29 @@ def _restore(path, statistics, kind, model):
             f"checkpoint {path!r} belongs to another model or kind: it was written with kind={header.get('kind')!r}, "
             f"this fit has kind={kind!r}; delete it or use another path"
         )
-    check_same_model(header.get("model_fingerprint"), model, f"checkpoint {path!r} was written for", "in the checkpoint",
-                     False, "Delete it or use another checkpoint path to fit this model.")
+    check_same_model(
+        header.get("model_fingerprint"),
+        model,
+        f"checkpoint {path!r} was written for",
+        "in the checkpoint",
+        False,
+        "Delete it or use another checkpoint path to fit this model.",
+    )
     missing = sorted(f"{name}/{field}" for name in statistics for field in _SUMS if f"{name}/{field}" not in entries)
     if missing:
-        raise ValueError(f"checkpoint {path!r} belongs to another model or kind: it has no {', '.join(missing[:5])}; "
-                         "delete it or use another path")
+        raise ValueError(
+            f"checkpoint {path!r} belongs to another model or kind: it has no {', '.join(missing[:5])}; "
+            "delete it or use another path"
+        )
     for name, stats in statistics.items():
         for field in _SUMS:
             variable = getattr(stats, field)
             saved = entries[f"{name}/{field}"]
             if tuple(saved.shape) != tuple(variable.shape):
-                raise ValueError(f"checkpoint {path!r} belongs to another model or kind: {name}/{field} has shape "
-                                 f"{saved.shape}, this model's {tuple(variable.shape)}; delete it or use another path")
+                raise ValueError(
+                    f"checkpoint {path!r} belongs to another model or kind: {name}/{field} has shape "
+                    f"{saved.shape}, this model's {tuple(variable.shape)}; delete it or use another path"
+                )
             variable.assign(saved)
     if header["data_sha256"] is None:
         warnings.warn(

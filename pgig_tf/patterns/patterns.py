@@ -74,9 +74,16 @@ class Patterns(Mapping):
 
         if _META_KEY in self._arrays:
             raise ValueError(f"a layer may not be called {_META_KEY!r}")
-        meta = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "pgig_tf_version": __version__,
-                           "kind": self.kind, "num_samples": self.num_samples,
-                           "model_fingerprint": self.model_fingerprint})
+        meta = json.dumps(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "pgig_tf_version": __version__,
+                "kind": self.kind,
+                "num_samples": self.num_samples,
+                "model_fingerprint": self.model_fingerprint,
+            }
+        )
         path = os.fspath(path)
         if not path.endswith(".npz"):
             path += ".npz"  # as np.savez names it
@@ -115,15 +122,23 @@ class Patterns(Mapping):
             if "format" in meta and meta["format"] != FORMAT:
                 raise unreadable(path, _EXPECTED, f"its header names format {meta['format']!r}", _REMEDY)
             if version not in (1, FORMAT_VERSION):
-                raise unreadable(path, _EXPECTED, f"it has patterns format version {version!r}; this pgig_tf reads "
-                                 f"versions 1 and {FORMAT_VERSION}", "Read it with the pgig_tf that wrote it.")
+                raise unreadable(
+                    path,
+                    _EXPECTED,
+                    f"it has patterns format version {version!r}; this pgig_tf reads versions 1 and {FORMAT_VERSION}",
+                    "Read it with the pgig_tf that wrote it.",
+                )
             if version >= 2 and not verified:
                 raise unreadable(path, _EXPECTED, "it is damaged: its checksum entry is missing", _REMEDY)
         elif not entries:
             raise unreadable(path, _EXPECTED, "it is an .npz archive with no arrays", _REMEDY)
         try:
-            return cls(entries, kind=meta.get("kind"), num_samples=meta.get("num_samples"),
-                       model_fingerprint=meta.get("model_fingerprint"))
+            return cls(
+                entries,
+                kind=meta.get("kind"),
+                num_samples=meta.get("num_samples"),
+                model_fingerprint=meta.get("model_fingerprint"),
+            )
         except (TypeError, ValueError) as error:
             raise unreadable(path, _EXPECTED, f"it does not hold pattern arrays ({error})", _REMEDY) from None
 
@@ -146,8 +161,7 @@ class Patterns(Mapping):
         wrong = [
             f"{L.describe(layer)}: pattern {self._arrays[layer.name].shape}, kernel {tuple(layer.kernel.shape)}"
             for layer in kernel_layers
-            if layer.name in self._arrays
-            and self._arrays[layer.name].shape != tuple(layer.kernel.shape)
+            if layer.name in self._arrays and self._arrays[layer.name].shape != tuple(layer.kernel.shape)
         ]
         extra = sorted(set(self._arrays) - {layer.name for layer in kernel_layers})
         problems = []
@@ -159,9 +173,16 @@ class Patterns(Mapping):
             problems.append("patterns for layers the model does not have: " + ", ".join(extra))
         if problems:
             raise ValueError(
-                f"Patterns do not fit model '{model.name}': " + ". ".join(problems)
+                f"Patterns do not fit model '{model.name}': "
+                + ". ".join(problems)
                 + ". Were they fitted on another model? Refit with fit_patterns(model, data)."
             )
-        check_same_model(self.model_fingerprint, model, "the patterns were fitted on", "at fit time", allow_other_model,
-                         "Refit them on this model with fit_patterns(model, data), or pass allow_other_model=True "
-                         "to use them anyway.")
+        check_same_model(
+            self.model_fingerprint,
+            model,
+            "the patterns were fitted on",
+            "at fit time",
+            allow_other_model,
+            "Refit them on this model with fit_patterns(model, data), or pass allow_other_model=True "
+            "to use them anyway.",
+        )

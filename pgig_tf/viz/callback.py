@@ -43,9 +43,22 @@ class AttributionCallback(keras.callbacks.Callback):
     (after `set_model`, which `fit` calls).
     """
 
-    def __init__(self, images, methods=("gradient", "integrated_gradients"), every=1, png_dir=None, log_dir=None,
-                 neuron_selection="max_activation", fit_data=None, pattern_kind="relu", seed=0, style="heatmap",
-                 scale=1, percentile=99.5, at_start=True):
+    def __init__(
+        self,
+        images,
+        methods=("gradient", "integrated_gradients"),
+        every=1,
+        png_dir=None,
+        log_dir=None,
+        neuron_selection="max_activation",
+        fit_data=None,
+        pattern_kind="relu",
+        seed=0,
+        style="heatmap",
+        scale=1,
+        percentile=99.5,
+        at_start=True,
+    ):
         super().__init__()
         images = np.asarray(images)
         if images.ndim not in (3, 4):
@@ -67,16 +80,22 @@ class AttributionCallback(keras.callbacks.Callback):
         self.scale = check_positive_int(scale, "scale")
         self.percentile = check_percentile(percentile)
         self.at_start = bool(at_start)
-        needing = [name for name, kwargs in self.methods.items() if _needs_patterns(name, kwargs)
-                   or (analyzer_class(name).uses_background and kwargs.get("baselines") is None)]
+        needing = [
+            name
+            for name, kwargs in self.methods.items()
+            if _needs_patterns(name, kwargs)
+            or (analyzer_class(name).uses_background and kwargs.get("baselines") is None)
+        ]
         if needing and fit_data is None:
             raise ValueError(
                 f"methods {needing} need fit_data (patterns are refitted on it at every log; Expected Gradients "
                 "keeps it as background)"
             )
         if isinstance(fit_data, Iterator):
-            raise TypeError("fit_data must be an array or a tf.data.Dataset that can be read again at every log, "
-                            f"got a one-pass iterator ({type(fit_data).__name__})")
+            raise TypeError(
+                "fit_data must be an array or a tf.data.Dataset that can be read again at every log, "
+                f"got a one-pass iterator ({type(fit_data).__name__})"
+            )
         self.fit_data = fit_data
         self.latest, self.latest_step = None, None
         self._analyzers, self._analyzers_model = None, None
@@ -104,14 +123,23 @@ class AttributionCallback(keras.callbacks.Callback):
         """Computes every method's maps on `images` with the model as it is now and writes them at `step`."""
         built_now = self._analyzers is None or self._analyzers_model is not self.model
         analyzers = self._get_analyzers()  # a new set is built with patterns fitted on the current weights
-        refit = [] if built_now else [name for name, kwargs in self.methods.items()
-                                      if analyzers[name].needs_patterns and "patterns" not in kwargs]
+        refit = (
+            []
+            if built_now
+            else [
+                name
+                for name, kwargs in self.methods.items()
+                if analyzers[name].needs_patterns and "patterns" not in kwargs
+            ]
+        )
         if refit:
             patterns = fit_patterns(self.model, self.fit_data, kind=self.pattern_kind, verbose=False)
             for name in refit:
                 analyzers[name].set_patterns(patterns)  # into the compiled loop's variables: no retrace
-        maps = {name: analyzer.analyze(self.images, neuron_selection=self.neuron_selection)
-                for name, analyzer in analyzers.items()}
+        maps = {
+            name: analyzer.analyze(self.images, neuron_selection=self.neuron_selection)
+            for name, analyzer in analyzers.items()
+        }
         self.latest, self.latest_step = maps, int(step)
         pictures = {name: [self._picture(image, a) for image, a in zip(self.images, m)] for name, m in maps.items()}
         inputs = None if self._inputs_written else self._input_pictures()
@@ -120,7 +148,9 @@ class AttributionCallback(keras.callbacks.Callback):
             if inputs:
                 _write_png(os.path.join(self.png_dir, "inputs.png"), image_grid([inputs], scale=self.scale))
             for name, row in pictures.items():
-                _write_png(os.path.join(self.png_dir, f"{name}_epoch{step:04d}.png"), image_grid([row], scale=self.scale))
+                _write_png(
+                    os.path.join(self.png_dir, f"{name}_epoch{step:04d}.png"), image_grid([row], scale=self.scale)
+                )
         if self.log_dir is not None:
             if self._writer is None:
                 self._writer = tf.summary.create_file_writer(self.log_dir)

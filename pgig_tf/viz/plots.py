@@ -163,7 +163,7 @@ def plot_degradation_curves(methods, path, title="image degradation (steeper is 
         curve, stderr = np.asarray(result["curve"]), np.asarray(result["stderr"])
         k = np.arange(len(curve))
         style = {"color": "black", "ls": "--"} if name == "random" else {}
-        line, = axis.plot(k, curve, label=f"{name} (AUPC {result['aupc']:.2f})", lw=1.5, **style)
+        (line,) = axis.plot(k, curve, label=f"{name} (AUPC {result['aupc']:.2f})", lw=1.5, **style)
         axis.fill_between(k, curve - stderr, curve + stderr, color=line.get_color(), alpha=0.15)
     axis.set_xlabel("patches perturbed (most relevant first)")
     axis.set_ylabel("probability of the clean prediction")

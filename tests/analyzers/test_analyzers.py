@@ -14,10 +14,13 @@ PATTERN_METHODS = ("pattern_net", "pattern_attribution", "pgig")
 
 def random_patterns(model, seed):
     rng = np.random.default_rng(seed)
-    return Patterns({
-        layer.name: rng.normal(0.0, 1.0, tuple(layer.kernel.shape)).astype(np.float32)
-        for layer in model.layers if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))
-    })
+    return Patterns(
+        {
+            layer.name: rng.normal(0.0, 1.0, tuple(layer.kernel.shape)).astype(np.float32)
+            for layer in model.layers
+            if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))
+        }
+    )
 
 
 def reference_method(name, specs, x, targets, ref_patterns, steps, baseline):
@@ -55,23 +58,46 @@ def image_model(padding, strides, pool, softmax):
 
 
 MODELS = {
-    "dense": lambda: set_random_weights(keras.Sequential([
-        keras.Input((6,)), keras.layers.Dense(5, activation="relu", name="d1"),
-        keras.layers.Dense(4, activation="relu", name="d2"), keras.layers.Dense(3, name="d3")]), 0),
+    "dense": lambda: set_random_weights(
+        keras.Sequential(
+            [
+                keras.Input((6,)),
+                keras.layers.Dense(5, activation="relu", name="d1"),
+                keras.layers.Dense(4, activation="relu", name="d2"),
+                keras.layers.Dense(3, name="d3"),
+            ]
+        ),
+        0,
+    ),
     "conv_same_maxpool": lambda: image_model("same", 2, keras.layers.MaxPooling2D(2, name="p"), False),
     "conv_valid_avgpool": lambda: image_model("valid", 1, keras.layers.AveragePooling2D(2, name="p"), False),
     "conv_same_softmax": lambda: image_model("same", 1, keras.layers.MaxPooling2D(2, padding="same", name="p"), True),
-    "dilated": lambda: set_random_weights(keras.Sequential([
-        keras.Input((9, 9, 1)), keras.layers.Conv2D(2, 3, dilation_rate=2, padding="same", activation="relu", name="c"),
-        keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="o")]), 3),
+    "dilated": lambda: set_random_weights(
+        keras.Sequential(
+            [
+                keras.Input((9, 9, 1)),
+                keras.layers.Conv2D(2, 3, dilation_rate=2, padding="same", activation="relu", name="c"),
+                keras.layers.Flatten(name="f"),
+                keras.layers.Dense(3, name="o"),
+            ]
+        ),
+        3,
+    ),
 }
 
 
 @pytest.mark.parametrize("model_name", sorted(MODELS))
 @pytest.mark.parametrize(
     "method",
-    ["gradient", "input_t_gradient", "guided_backprop", "integrated_gradients", "pattern_net",
-     "pattern_attribution", "pgig"],
+    [
+        "gradient",
+        "input_t_gradient",
+        "guided_backprop",
+        "integrated_gradients",
+        "pattern_net",
+        "pattern_attribution",
+        "pgig",
+    ],
 )
 def test_matches_numpy_reference(model_name, method):
     model = MODELS[model_name]()

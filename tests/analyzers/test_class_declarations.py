@@ -15,7 +15,12 @@ def test_every_analyzer_takes_the_shared_options_with_their_defaults():
     for name, cls in ANALYZERS.items():
         settings = cls.settings()
         assert {key: settings[key] for key in SHARED} == {
-            "batch_size": 64, "output": None, "compute_dtype": None, "jit_compile": False, "strategy": None}, name
+            "batch_size": 64,
+            "output": None,
+            "compute_dtype": None,
+            "jit_compile": False,
+            "strategy": None,
+        }, name
         assert ("rule" in settings) == (cls.fixed_rule is None), name
         assert ("seed" in settings) == cls.random, name
 
@@ -24,8 +29,10 @@ def test_declarations_of_the_named_methods():
     needs_patterns = {name for name, cls in ANALYZERS.items() if cls.rule_needs_patterns()}
     assert needs_patterns == {"pattern_net", "pattern_attribution", "pgig"}
     assert {name for name, cls in ANALYZERS.items() if cls.uses_background} == {"expected_gradients"}
-    assert {name for name, cls in ANALYZERS.items() if cls.start == START_VALUE} == {"pattern_net",
-                                                                                   "pattern_attribution"}
+    assert {name for name, cls in ANALYZERS.items() if cls.start == START_VALUE} == {
+        "pattern_net",
+        "pattern_attribution",
+    }
     assert ANALYZERS["pgig"].start == START_ONE and ANALYZERS["pgig"].fixed_rule == "pattern_attribution"
     assert ANALYZERS["smoothgrad"].rule_needs_patterns("pattern_net")
     assert not ANALYZERS["smoothgrad"].rule_needs_patterns("guided_backprop")
@@ -82,8 +89,7 @@ def test_build_analyzer_passes_only_what_each_analyzer_uses(dense_model, rng):
     patterns = fit_patterns(dense_model, data, verbose=False)
     background = data[:5]
     for name in ANALYZERS:
-        analyzer = build_analyzer(name, dense_model, patterns=patterns, background=background, seed=7,
-                                  batch_size=16)
+        analyzer = build_analyzer(name, dense_model, patterns=patterns, background=background, seed=7, batch_size=16)
         assert analyzer.batch_size == 16
         assert (analyzer.patterns is patterns) == type(analyzer).rule_needs_patterns(), name
         assert (analyzer.seed == 7) == type(analyzer).random, name

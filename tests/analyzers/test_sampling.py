@@ -23,8 +23,14 @@ def x(conv_model):
 def drawn_noise(x, seed, samples, noise_scale):
     """The exact noise the analyzers draw: (samples, n, *shape), via the same counter-based generator."""
     per_sample = [  # sample i's draws 0..samples-1: consecutive stream rows, as the engine draws them
-        sample_noise(tf.constant(np.repeat(x[i:i + 1], samples, 0)), tf.constant(seed, tf.int64),
-                     tf.fill([samples], i), tf.range(samples), samples, noise_scale).numpy()
+        sample_noise(
+            tf.constant(np.repeat(x[i : i + 1], samples, 0)),
+            tf.constant(seed, tf.int64),
+            tf.fill([samples], i),
+            tf.range(samples),
+            samples,
+            noise_scale,
+        ).numpy()
         for i in range(len(x))
     ]
     return np.stack(per_sample, axis=1)
@@ -34,10 +40,16 @@ def test_noise_free_limits(conv_model, x):
     grad = create_analyzer("gradient", conv_model).analyze(x, 1)
     ig = create_analyzer("integrated_gradients", conv_model, steps=5).analyze(x, 1)
     kw = dict(samples=4, noise_scale=0.0, seed=1, batch_size=5)
-    np.testing.assert_allclose(create_analyzer("smoothgrad", conv_model, **kw).analyze(x, 1), grad, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(create_analyzer("smoothgrad_squared", conv_model, **kw).analyze(x, 1), grad**2, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        create_analyzer("smoothgrad", conv_model, **kw).analyze(x, 1), grad, rtol=1e-5, atol=1e-7
+    )
+    np.testing.assert_allclose(
+        create_analyzer("smoothgrad_squared", conv_model, **kw).analyze(x, 1), grad**2, rtol=1e-5, atol=1e-9
+    )
     np.testing.assert_allclose(create_analyzer("vargrad", conv_model, **kw).analyze(x, 1), 0.0, atol=1e-12)
-    np.testing.assert_allclose(create_analyzer("smoothgrad_ig", conv_model, steps=5, **kw).analyze(x, 1), ig, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        create_analyzer("smoothgrad_ig", conv_model, steps=5, **kw).analyze(x, 1), ig, rtol=1e-5, atol=1e-7
+    )
     assert np.abs(grad).max() > 0
 
 
@@ -140,8 +152,8 @@ import numpy as np, keras
 from pgig_tf import create_analyzer
 m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="relu"), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(3)])
 m.load_weights(r"{weights}")
-a = create_analyzer("smooth_taylor", m, samples=5, seed=123, batch_size=3).analyze(np.load(r"{tmp_path / 'x.npy'}"), 1)
-np.save(r"{tmp_path / 'other.npy'}", a)
+a = create_analyzer("smooth_taylor", m, samples=5, seed=123, batch_size=3).analyze(np.load(r"{tmp_path / "x.npy"}"), 1)
+np.save(r"{tmp_path / "other.npy"}", a)
 """
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
     np.testing.assert_array_equal(np.load(tmp_path / "other.npy"), here)
@@ -171,7 +183,11 @@ def test_pattern_guided_variant_on_a_linear_model_is_p_times_plain(name):
         ("smooth_taylor", {"noise_scale": float("nan")}, r"noise_scale must be a finite number >= 0"),
         ("smoothgrad_ig", {"noise_scale": "big"}, r"noise_scale must be a finite number >= 0"),
         ("smoothgrad", {"seed": -1}, r"seed must be None or an integer in \[0, 2\*\*31\)"),
-        ("expected_gradients", {"baselines": np.zeros((2, 5))}, r"baselines must have shape \(batch, 6\), got \(2, 5\)"),
+        (
+            "expected_gradients",
+            {"baselines": np.zeros((2, 5))},
+            r"baselines must have shape \(batch, 6\), got \(2, 5\)",
+        ),
         ("smoothgrad", {"rule": "pattern_attribution"}, None),
     ],
 )
@@ -190,15 +206,35 @@ def test_adaptive_smooth_taylor_keeps_the_best_candidate_per_input(criterion):
     from pgig_tf.evaluation.degradation import Degrader, aupc
     from pgig_tf.evaluation.smoothness import autvc
 
-    model = set_random_weights(keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Conv2D(3, 3, activation="relu"),
-                                                 keras.layers.Flatten(), keras.layers.Dense(3)]), 5, scale=0.3)
+    model = set_random_weights(
+        keras.Sequential(
+            [
+                keras.Input((12, 12, 1)),
+                keras.layers.Conv2D(3, 3, activation="relu"),
+                keras.layers.Flatten(),
+                keras.layers.Dense(3),
+            ]
+        ),
+        5,
+        scale=0.3,
+    )
     x = np.random.default_rng(3).random((4, 12, 12, 1)).astype(np.float32)
     candidates = (0.05, 0.3, 0.9)
-    adaptive = create_analyzer("smooth_taylor", model, samples=6, noise_scale="adaptive", candidates=candidates,
-                               criterion=criterion, patch_size=3, num_steps=8, seed=4)
+    adaptive = create_analyzer(
+        "smooth_taylor",
+        model,
+        samples=6,
+        noise_scale="adaptive",
+        candidates=candidates,
+        criterion=criterion,
+        patch_size=3,
+        num_steps=8,
+        seed=4,
+    )
     chosen = adaptive.analyze(x, 1)
-    fixed = np.stack([create_analyzer("smooth_taylor", model, samples=6, noise_scale=c, seed=4).analyze(x, 1)
-                      for c in candidates])
+    fixed = np.stack(
+        [create_analyzer("smooth_taylor", model, samples=6, noise_scale=c, seed=4).analyze(x, 1) for c in candidates]
+    )
     if criterion == "aupc":
         degrader = Degrader(model, patch_size=3, num_steps=8)
         scores = np.stack([aupc(degrader.curves(x, m, [1] * 4)) for m in fixed])
@@ -238,7 +274,12 @@ def test_stream_rows_are_consecutive_slices_of_one_philox_stream():
 
     like = tf.zeros([3, 5])  # rows of 5 values: w = 8
     rows = keyed_rows(tf.constant(2, tf.int64), 1, tf.constant([4, 5, 5], tf.int64), like, NORMAL).numpy()
-    stream = tf.raw_ops.StatelessRandomNormalV2(shape=[64], key=tf.constant([2 * 4 + 1], tf.uint64),
-                                                counter=tf.constant([0, 0], tf.uint64), alg=1, dtype=tf.float32).numpy()
+    stream = tf.raw_ops.StatelessRandomNormalV2(
+        shape=[64],
+        key=tf.constant([2 * 4 + 1], tf.uint64),
+        counter=tf.constant([0, 0], tf.uint64),
+        alg=1,
+        dtype=tf.float32,
+    ).numpy()
     np.testing.assert_array_equal(rows, np.stack([stream[32:37], stream[40:45], stream[40:45]]))
     assert np.unique(stream).size == 64

@@ -37,8 +37,9 @@ def test_a_batched_dataset_of_pairs_gives_the_maps_of_one_call(name, dense_model
 def test_an_unbatched_dataset_is_batched_and_max_activation_is_per_sample(dense_model, images):
     analyzer = create_analyzer("integrated_gradients", dense_model, steps=3, batch_size=5)
     whole = analyzer.analyze(images)
-    np.testing.assert_allclose(analyzer.analyze(tf.data.Dataset.from_tensor_slices(images)), whole,
-                               rtol=1e-5, atol=1e-6 * np.abs(whole).max())
+    np.testing.assert_allclose(
+        analyzer.analyze(tf.data.Dataset.from_tensor_slices(images)), whole, rtol=1e-5, atol=1e-6 * np.abs(whole).max()
+    )
 
 
 def test_one_index_per_sample_is_split_over_the_batches(dense_model, images):
@@ -61,7 +62,7 @@ def test_a_keras_py_dataset_streams_its_batches(dense_model, images):
             return 3
 
         def __getitem__(self, index):
-            return images[4 * index: 4 * index + 4], np.zeros(len(images[4 * index: 4 * index + 4]))
+            return images[4 * index : 4 * index + 4], np.zeros(len(images[4 * index : 4 * index + 4]))
 
     analyzer = create_analyzer("smoothgrad", dense_model, samples=2, seed=9)
     whole = analyzer.analyze(images, 1)

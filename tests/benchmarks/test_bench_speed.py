@@ -21,8 +21,10 @@ from benchmarks.bench_speed import (
 
 def test_every_timed_method_runs_about_25_evaluations():
     assert {name: evaluations(name, s) for name, s in SPEED_METHODS.items()} == {
-        name: 1 if name in ("gradient", "input_t_gradient", "guided_backprop", "pattern_net", "pattern_attribution")
-        else 25 for name in SPEED_METHODS
+        name: 1
+        if name in ("gradient", "input_t_gradient", "guided_backprop", "pattern_net", "pattern_attribution")
+        else 25
+        for name in SPEED_METHODS
     }
 
 
@@ -41,8 +43,9 @@ def test_paired_times_alternate_the_limit_and_the_method(conv_model):
 def test_time_analyzer_ratio_is_the_median_of_its_rounds(conv_model, name):
     patterns = {l.name: np.ones(l.kernel.shape, np.float32) for l in conv_model.layers if hasattr(l, "kernel")}
     limit = GradientLimit(conv_model, repeats=1, candidate_batch_sizes=[8])
-    row = time_analyzer(conv_model, name, {"steps": 4} if name == "pgig" else {"samples": 4}, 8, patterns, None,
-                        limit, repeats=3)
+    row = time_analyzer(
+        conv_model, name, {"steps": 4} if name == "pgig" else {"samples": 4}, 8, patterns, None, limit, repeats=3
+    )
     assert row["images"] == 2 and row["chunk"] == 8 and row["evaluations_per_image"] == 4
     assert row["ratio"] == statistics.median(row["ratio_rounds"]) and len(row["ratio_rounds"]) == 3
     per_evaluation = [m / (2 * 4) for m in row["method_rounds"]]
@@ -67,11 +70,24 @@ def test_without_the_resource_module_memory_is_skipped_with_a_message(monkeypatc
 
 
 def test_memory_worker_measures_one_analyze(tmp_path):
-    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(2, 3, activation="relu", name="c"),
-                              keras.layers.Flatten(), keras.layers.Dense(3, name="out")])
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Conv2D(2, 3, activation="relu", name="c"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, name="out"),
+        ]
+    )
     model.save(tmp_path / "tiny.keras")
-    row = memory_worker({"model": str(tmp_path / "tiny.keras"), "cache_dir": str(tmp_path),
-                         "method": "integrated_gradients", "settings": {"steps": 4}, "batch_size": 8})
+    row = memory_worker(
+        {
+            "model": str(tmp_path / "tiny.keras"),
+            "cache_dir": str(tmp_path),
+            "method": "integrated_gradients",
+            "settings": {"steps": 4},
+            "batch_size": 8,
+        }
+    )
     assert set(row) == {"peak_mb", "peak_before_analyze_mb", "analyze_mb", "peak_at_start_mb"}
     assert row["peak_mb"] >= row["peak_before_analyze_mb"] >= row["peak_at_start_mb"] > 0
     assert row["analyze_mb"] == row["peak_mb"] - row["peak_before_analyze_mb"]

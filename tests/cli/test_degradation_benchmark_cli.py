@@ -16,8 +16,22 @@ def cache(tmp_path_factory):
 
 
 def run(out, cache, *extra):
-    cli.main(["--out", str(out), "--cache-dir", cache, "--num-images", "12", "--images-per-batch", "4",
-              "--methods", METHODS, "--quiet", *extra])
+    cli.main(
+        [
+            "--out",
+            str(out),
+            "--cache-dir",
+            cache,
+            "--num-images",
+            "12",
+            "--images-per-batch",
+            "4",
+            "--methods",
+            METHODS,
+            "--quiet",
+            *extra,
+        ]
+    )
     return json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else None
 
 
@@ -69,13 +83,40 @@ def test_tfds_dataset_with_a_model_file(tmp_path):
     import keras
     import tensorflow_datasets as tfds
 
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
-                              keras.layers.MaxPooling2D(), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.save(tmp_path / "mnist.keras")
     with tfds.testing.mock_data(num_examples=10):
-        cli.main(["--out", str(tmp_path / "out"), "--model", str(tmp_path / "mnist.keras"), "--dataset", "mnist",
-                  "--num-images", "6", "--images-per-batch", "4", "--num-background", "5", "--patch-size", "4",
-                  "--num-steps", "20", "--methods", "gradient,pattern_attribution,expected_gradients", "--quiet"])
+        cli.main(
+            [
+                "--out",
+                str(tmp_path / "out"),
+                "--model",
+                str(tmp_path / "mnist.keras"),
+                "--dataset",
+                "mnist",
+                "--num-images",
+                "6",
+                "--images-per-batch",
+                "4",
+                "--num-background",
+                "5",
+                "--patch-size",
+                "4",
+                "--num-steps",
+                "20",
+                "--methods",
+                "gradient,pattern_attribution,expected_gradients",
+                "--quiet",
+            ]
+        )
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["model"]["dataset"] == "mnist:test"
     assert all(r["num_images"] == 6 and len(r["curve"]) == 21 for r in results["methods"].values())
@@ -86,10 +127,31 @@ def test_vgg16_on_mock_imagenet(tmp_path):
     import tensorflow_datasets as tfds
 
     with tfds.testing.mock_data(num_examples=4):
-        cli.main(["--out", str(tmp_path), "--model", "vgg16", "--weights", "none", "--dataset", "imagenet2012",
-                  "--manual-dir", str(tmp_path / "manual"), "--num-images", "2", "--images-per-batch", "2",
-                  "--num-background", "2", "--num-steps", "3", "--methods", "gradient,pattern_attribution",
-                  "--quiet"])
+        cli.main(
+            [
+                "--out",
+                str(tmp_path),
+                "--model",
+                "vgg16",
+                "--weights",
+                "none",
+                "--dataset",
+                "imagenet2012",
+                "--manual-dir",
+                str(tmp_path / "manual"),
+                "--num-images",
+                "2",
+                "--images-per-batch",
+                "2",
+                "--num-background",
+                "2",
+                "--num-steps",
+                "3",
+                "--methods",
+                "gradient,pattern_attribution",
+                "--quiet",
+            ]
+        )
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["model"]["preprocessing"] == "caffe225" and results["settings"]["patch_size"] == 9
     assert set(results["methods"]) == {"gradient", "pattern_attribution"}
@@ -111,11 +173,27 @@ def test_fit_patterns_script_on_tfds_and_digits(tmp_path, cache):
     assert set(loaded) == set(direct) and loaded.num_samples == 40
     for name in direct:
         np.testing.assert_allclose(loaded[name], direct[name], rtol=1e-5, atol=1e-8)
-    small = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(2, 3, activation="relu"),
-                              keras.layers.Flatten(), keras.layers.Dense(10)])
+    small = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(2, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
     small.save(tmp_path / "m.keras")
     with tfds.testing.mock_data(num_examples=12):
-        script.main(["--model", str(tmp_path / "m.keras"), "--dataset", "mnist", "--batch-size", "5",
-                     "--out", str(tmp_path / "mnist.npz")])
+        script.main(
+            [
+                "--model",
+                str(tmp_path / "m.keras"),
+                "--dataset",
+                "mnist",
+                "--batch-size",
+                "5",
+                "--out",
+                str(tmp_path / "mnist.npz"),
+            ]
+        )
     assert Patterns.load(tmp_path / "mnist.npz").num_samples == 12
     assert not (tmp_path / "mnist.npz.checkpoint.npz").exists()

@@ -12,12 +12,15 @@ from pgig_tf.core.rules import make_rule
 
 def nested_model():
     """A Functional model holding a nested Sequential block, with a standalone Activation('relu')."""
-    block = keras.Sequential([
-        keras.Input((8, 8, 3)),
-        keras.layers.Conv2D(4, 3, padding="same", name="b_conv"),
-        keras.layers.Activation("relu", name="b_relu"),
-        keras.layers.MaxPooling2D(name="b_pool"),
-    ], name="block")
+    block = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, padding="same", name="b_conv"),
+            keras.layers.Activation("relu", name="b_relu"),
+            keras.layers.MaxPooling2D(name="b_pool"),
+        ],
+        name="block",
+    )
     inputs = keras.Input((8, 8, 3))
     h = keras.layers.ZeroPadding2D(1, name="pad")(inputs)
     h = keras.layers.Cropping2D(1, name="crop")(h)
@@ -93,9 +96,12 @@ def test_unsupported_layer_names_the_layer_and_class():
 
 
 def test_pattern_fitting_rejects_an_unknown_layer_and_says_how_to_register_it():
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d"),
-                              Scale(name="sc"), keras.layers.Dense(2, name="o")])
-    with pytest.raises(ValueError, match=r"'sc' \(Scale\).*pattern fitting.*pgig_tf\.register_layer\(Scale, \"linear\"\)"):
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, name="d"), Scale(name="sc"), keras.layers.Dense(2, name="o")]
+    )
+    with pytest.raises(
+        ValueError, match=r"'sc' \(Scale\).*pattern fitting.*pgig_tf\.register_layer\(Scale, \"linear\"\)"
+    ):
         create_analyzer("pgig", model).fit(np.ones((4, 4), np.float32), verbose=False)
 
 
@@ -104,10 +110,22 @@ def test_conv1d_equals_the_same_conv2d():
     rng = np.random.default_rng(0)
     k1, b1 = rng.normal(0, 0.5, (3, 2, 4)).astype(np.float32), rng.normal(0, 0.5, 4).astype(np.float32)
     k2, b2 = rng.normal(0, 0.5, (5 * 4, 3)).astype(np.float32), rng.normal(0, 0.5, 3).astype(np.float32)
-    one_d = keras.Sequential([keras.Input((9, 2)), keras.layers.Conv1D(4, 3, strides=2, padding="same", activation="relu", name="c"),
-                              keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="o")])
-    two_d = keras.Sequential([keras.Input((1, 9, 2)), keras.layers.Conv2D(4, (1, 3), strides=(1, 2), padding="same", activation="relu", name="c"),
-                              keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="o")])
+    one_d = keras.Sequential(
+        [
+            keras.Input((9, 2)),
+            keras.layers.Conv1D(4, 3, strides=2, padding="same", activation="relu", name="c"),
+            keras.layers.Flatten(name="f"),
+            keras.layers.Dense(3, name="o"),
+        ]
+    )
+    two_d = keras.Sequential(
+        [
+            keras.Input((1, 9, 2)),
+            keras.layers.Conv2D(4, (1, 3), strides=(1, 2), padding="same", activation="relu", name="c"),
+            keras.layers.Flatten(name="f"),
+            keras.layers.Dense(3, name="o"),
+        ]
+    )
     one_d.set_weights([k1, b1, k2, b2])
     two_d.set_weights([k1[None], b1, k2, b2])
     data = rng.normal(0, 1, (40, 9, 2)).astype(np.float32)

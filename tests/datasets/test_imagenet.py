@@ -19,9 +19,22 @@ from pgig_tf.datasets.imagenet import (
 from pgig_tf.patterns.reference import load_reference_vgg16_patterns, to_reference_layout
 
 VGG_KERNEL_LAYERS = [
-    "block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2", "block3_conv1", "block3_conv2",
-    "block3_conv3", "block4_conv1", "block4_conv2", "block4_conv3", "block5_conv1", "block5_conv2",
-    "block5_conv3", "fc1", "fc2", "predictions",
+    "block1_conv1",
+    "block1_conv2",
+    "block2_conv1",
+    "block2_conv2",
+    "block3_conv1",
+    "block3_conv2",
+    "block3_conv3",
+    "block4_conv1",
+    "block4_conv2",
+    "block4_conv3",
+    "block5_conv1",
+    "block5_conv2",
+    "block5_conv3",
+    "fc1",
+    "fc2",
+    "predictions",
 ]
 
 
@@ -231,8 +244,12 @@ def test_mnist_mock_grayscale_and_a_custom_preprocess():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"shard": (2, 2)}, "shard"), ({"shard": 3}, "shard"), ({"num_images": 0}, "num_images"),
-     ({"preprocess": "nope"}, "unknown preprocessing")],
+    [
+        ({"shard": (2, 2)}, "shard"),
+        ({"shard": 3}, "shard"),
+        ({"num_images": 0}, "num_images"),
+        ({"preprocess": "nope"}, "unknown preprocessing"),
+    ],
 )
 def test_load_tfds_images_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -248,7 +265,9 @@ def test_full_size_vgg16_reference_patterns(vgg224, vgg225, tmp_path):
     assert reference["A_13"].shape == (25088, 4096)
     assert reference["A_15"].shape == (4096, 1000)
     rng = np.random.default_rng(5)
-    for c, h, w, j in zip(rng.integers(0, 512, 20), rng.integers(0, 7, 20), rng.integers(0, 7, 20), rng.integers(0, 4096, 20)):
+    for c, h, w, j in zip(
+        rng.integers(0, 512, 20), rng.integers(0, 7, 20), rng.integers(0, 7, 20), rng.integers(0, 4096, 20)
+    ):
         assert reference["A_13"][c * 49 + h * 7 + w, j] == kernels["fc1"][(h * 7 + w) * 512 + c, j]
     assert reference["A_12"][7, 300, 0, 2] == kernels["block5_conv3"][0, 2, 300, 7]
     path = tmp_path / "imagenet_224_vgg_16.patterns.A_only.npz"

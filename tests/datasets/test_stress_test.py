@@ -56,4 +56,8 @@ def test_script_writes_png_and_json(tmp_path):
     png = (tmp_path / "stress_test.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     summary = json.loads((tmp_path / "stress_test.json").read_text())
-    assert summary["settings"]["steps"] == 5 and set(summary["methods"]) == {"integrated_gradients", "pattern_attribution", "pgig"}
+    assert summary["settings"]["steps"] == 5 and set(summary["methods"]) == {
+        "integrated_gradients",
+        "pattern_attribution",
+        "pgig",
+    }

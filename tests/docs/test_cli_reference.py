@@ -63,7 +63,9 @@ def test_the_help_blocks_are_the_commands_own_help():
     for command, body in documented().items():
         expected = help_text(command)
         assert expected.startswith(f"usage: {command} ")
-        assert body == expected, f"docs/cli.md is out of date for {command}: run python tests/docs/test_cli_reference.py"
+        assert body == expected, (
+            f"docs/cli.md is out of date for {command}: run python tests/docs/test_cli_reference.py"
+        )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from markdown_code import REPOSITORY, code_blocks
 
 DOCS = os.path.join(REPOSITORY, "docs")
 PAGES = sorted(os.path.relpath(p, DOCS) for p in glob.glob(os.path.join(DOCS, "**", "*.md"), recursive=True))
-PAGES_WITH_CODE = [page for page in PAGES if any(reason is None for _, _, reason in code_blocks(os.path.join(DOCS, page)))]
+PAGES_WITH_CODE = [
+    page for page in PAGES if any(reason is None for _, _, reason in code_blocks(os.path.join(DOCS, page)))
+]
 
 
 def test_the_pages_with_examples_are_found():

@@ -24,6 +24,7 @@ def _rng():
 
 # --- criteria and constructions (no TensorFlow work) ----------------------------------------------
 
+
 def test_verdict_thresholds():
     assert C.verdict_from_error(0.0) == C.HOLDS
     assert C.verdict_from_error(C.EXACT_TOL) == C.HOLDS
@@ -42,15 +43,17 @@ def test_rewrites_compute_the_same_function(construction):
     rewritten = N.equivalent_spec(base, construction, 0)
     x = 3.0 * _rng().normal(size=(2000, N.INPUT_DIM))
     np.testing.assert_allclose(N.forward(rewritten, x), N.forward(base, x), rtol=1e-10, atol=1e-10)
-    assert any(a.kernel.shape != b.kernel.shape or not np.allclose(a.kernel, b.kernel)
-               for a, b in zip(base, rewritten)) or len(rewritten) != len(base)
+    assert any(
+        a.kernel.shape != b.kernel.shape or not np.allclose(a.kernel, b.kernel) for a, b in zip(base, rewritten)
+    ) or len(rewritten) != len(base)
 
 
 def test_linearity_and_symmetric_constructions():
     f1, f2, f = N.linearity_specs(0)
     x = _rng().normal(size=(500, N.INPUT_DIM))
-    np.testing.assert_allclose(N.forward(f, x), N.LINEARITY_A * N.forward(f1, x) + N.LINEARITY_B * N.forward(f2, x),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        N.forward(f, x), N.LINEARITY_A * N.forward(f1, x) + N.LINEARITY_B * N.forward(f2, x), rtol=1e-12, atol=1e-12
+    )
     symmetric = N.symmetric_spec(0)
     np.testing.assert_allclose(N.forward(symmetric, K._swap_pair(x)), N.forward(symmetric, x), rtol=1e-12, atol=1e-12)
     assert not np.allclose(symmetric[0].kernel[0], symmetric[0].kernel[1])  # symmetric without equal weights
@@ -68,6 +71,7 @@ def test_keras_models_match_the_specs(bench):
 
 
 # --- the well-known results ----------------------------------------------------------------------
+
 
 def test_integrated_gradients_completeness_converges(bench):
     ladder = {"integrated_gradients": [{"steps": m} for m in (4, 16, 64, 256)]}
@@ -110,8 +114,9 @@ def test_sensitivity_verdicts(bench):
     assert ig["verdict"] == C.HOLDS and ig["details"]["plateau_min"] > 0.9 and ig["details"]["generic_cases"] >= 4
 
 
-@pytest.mark.parametrize("name", ["gradient", "integrated_gradients", "guided_backprop", "pattern_attribution", "pgig",
-                                  "smoothgrad"])
+@pytest.mark.parametrize(
+    "name", ["gradient", "integrated_gradients", "guided_backprop", "pattern_attribution", "pgig", "smoothgrad"]
+)
 def test_dummy_feature_gets_exactly_zero(bench, name):
     result = K.dummy(bench, name)
     assert result["details"]["exactly_zero"] and result["verdict"] == C.HOLDS
@@ -158,8 +163,10 @@ def test_guided_backprop_and_pattern_net_break_invariance(bench):
     assert net["constructions"]["split"]["value"] > 0.01
 
 
-@pytest.mark.parametrize("name, holds", [("integrated_gradients", True), ("smoothgrad", True),
-                                         ("smoothgrad_squared", False), ("random", False)])
+@pytest.mark.parametrize(
+    "name, holds",
+    [("integrated_gradients", True), ("smoothgrad", True), ("smoothgrad_squared", False), ("random", False)],
+)
 def test_linearity(bench, name, holds):
     result = K.linearity(bench, name)
     if holds:
@@ -189,6 +196,7 @@ def test_sampling_is_seeded(bench):
 
 # --- the script ----------------------------------------------------------------------------------
 
+
 def test_default_methods_are_every_analyzer(monkeypatch):
     seen = {}
 
@@ -216,8 +224,11 @@ def test_script_writes_json_and_markdown(tmp_path):
         assert list(results) == list(K.PROPERTIES)
         assert all(r["verdict"] in C.VERDICTS and np.isfinite(r["value"]) for r in results.values())
     assert report["methods"]["random"]["dummy"]["verdict"] == C.FAILS
-    assert report["settings"]["tolerances"] == {"exact": C.EXACT_TOL, "approximate": C.APPROX_TOL,
-                                                "nonzero": C.NONZERO_TOL}
+    assert report["settings"]["tolerances"] == {
+        "exact": C.EXACT_TOL,
+        "approximate": C.APPROX_TOL,
+        "nonzero": C.NONZERO_TOL,
+    }
     markdown = (tmp_path / "axioms.md").read_text(encoding="utf-8")
     assert docs.read_text(encoding="utf-8") == markdown
     table = [line for line in markdown.splitlines() if line.startswith("| `random` |")]

@@ -15,8 +15,18 @@ from pgig_tf.evaluation.smoothness import autvc
 
 @pytest.fixture
 def setting():
-    model = set_random_weights(keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Conv2D(3, 3, activation="relu"),
-                                                 keras.layers.Flatten(), keras.layers.Dense(4, activation="softmax")]), 1, 0.3)
+    model = set_random_weights(
+        keras.Sequential(
+            [
+                keras.Input((12, 12, 1)),
+                keras.layers.Conv2D(3, 3, activation="relu"),
+                keras.layers.Flatten(),
+                keras.layers.Dense(4, activation="softmax"),
+            ]
+        ),
+        1,
+        0.3,
+    )
     images = np.random.default_rng(0).normal(0, 1, (10, 12, 12, 1)).astype(np.float32)
     degrader = Degrader(model, patch_size=3, num_steps=16, replacement="image_mean")
     return model, images, degrader
@@ -37,14 +47,25 @@ def batches_of(images, size, fail_after=None):
     for index, start in enumerate(range(0, len(images), size)):
         if fail_after is not None and index == fail_after:
             raise KeyboardInterrupt("killed")
-        yield images[start:start + size], None
+        yield images[start : start + size], None
 
 
 def test_totals_match_a_direct_computation(setting, tmp_path):
     model, images, degrader = setting
-    analyzers = {"gradient": create_analyzer("gradient", model), "ig": create_analyzer("integrated_gradients", model, steps=4)}
-    state, examples = run_benchmark(analyzers, degrader, batches_of(images, 4), 3, str(tmp_path / "s.json"),
-                                    {"a": 1}, keep_examples=2, verbose=False)
+    analyzers = {
+        "gradient": create_analyzer("gradient", model),
+        "ig": create_analyzer("integrated_gradients", model, steps=4),
+    }
+    state, examples = run_benchmark(
+        analyzers,
+        degrader,
+        batches_of(images, 4),
+        3,
+        str(tmp_path / "s.json"),
+        {"a": 1},
+        keep_examples=2,
+        verbose=False,
+    )
     for name, analyzer in analyzers.items():
         maps = analyzer.analyze(images)
         curves = degrader.curves(images, maps)
@@ -62,13 +83,28 @@ def test_a_killed_run_resumes_without_recomputing(setting, tmp_path):
     path = str(tmp_path / "state.json")
     counting = CountingAnalyzer(create_analyzer("integrated_gradients", model, steps=3))
     with pytest.raises(KeyboardInterrupt):
-        run_benchmark({"ig": counting}, degrader, batches_of(images, 2, fail_after=3), 5, path, {"a": 1},
-                      checkpoint_every=1, verbose=False)
+        run_benchmark(
+            {"ig": counting},
+            degrader,
+            batches_of(images, 2, fail_after=3),
+            5,
+            path,
+            {"a": 1},
+            checkpoint_every=1,
+            verbose=False,
+        )
     assert json.load(open(path))["batches_done"] == 3 and counting.images == 6
     resumed, _ = run_benchmark({"ig": counting}, degrader, batches_of(images, 2), 5, path, {"a": 1}, verbose=False)
     assert counting.images == 10  # only the 4 images not yet counted were explained again
-    fresh, _ = run_benchmark({"ig": create_analyzer("integrated_gradients", model, steps=3)}, degrader,
-                             batches_of(images, 2), 5, str(tmp_path / "fresh.json"), {"a": 1}, verbose=False)
+    fresh, _ = run_benchmark(
+        {"ig": create_analyzer("integrated_gradients", model, steps=3)},
+        degrader,
+        batches_of(images, 2),
+        5,
+        str(tmp_path / "fresh.json"),
+        {"a": 1},
+        verbose=False,
+    )
     np.testing.assert_allclose(resumed["totals"]["ig"].curve_sum, fresh["totals"]["ig"].curve_sum, rtol=1e-12)
     assert resumed["totals"]["ig"].count == 10
 
@@ -76,15 +112,21 @@ def test_a_killed_run_resumes_without_recomputing(setting, tmp_path):
 def test_checkpoint_of_other_settings_is_refused(setting, tmp_path):
     model, images, degrader = setting
     path = str(tmp_path / "state.json")
-    run_benchmark({"g": create_analyzer("gradient", model)}, degrader, batches_of(images, 5), 2, path, {"a": 1}, verbose=False)
+    run_benchmark(
+        {"g": create_analyzer("gradient", model)}, degrader, batches_of(images, 5), 2, path, {"a": 1}, verbose=False
+    )
     with pytest.raises(ValueError, match="holds a checkpoint of a run with other settings"):
-        run_benchmark({"g": create_analyzer("gradient", model)}, degrader, batches_of(images, 5), 2, path, {"a": 2}, verbose=False)
+        run_benchmark(
+            {"g": create_analyzer("gradient", model)}, degrader, batches_of(images, 5), 2, path, {"a": 2}, verbose=False
+        )
 
 
 def test_shards_merge_to_the_whole(setting, tmp_path):
     model, images, degrader = setting
     analyzer = create_analyzer("gradient", model)
-    whole, _ = run_benchmark({"g": analyzer}, degrader, batches_of(images, 3), 4, str(tmp_path / "w.json"), {"a": 1}, verbose=False)
+    whole, _ = run_benchmark(
+        {"g": analyzer}, degrader, batches_of(images, 3), 4, str(tmp_path / "w.json"), {"a": 1}, verbose=False
+    )
     paths = []
     for index, part in enumerate(np.array_split(images, 2)):
         paths.append(state_path(str(tmp_path), index, 2))

@@ -10,8 +10,14 @@ from pgig_tf.evaluation.degradation import Degrader, aupc, patch_ranks, patch_sc
 
 @pytest.fixture
 def image_model():
-    model = keras.Sequential([keras.Input((10, 11, 2)), keras.layers.Conv2D(3, 3, activation="relu"),
-                              keras.layers.Flatten(), keras.layers.Dense(4)])  # logits: softmax applied by the Degrader
+    model = keras.Sequential(
+        [
+            keras.Input((10, 11, 2)),
+            keras.layers.Conv2D(3, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4),
+        ]
+    )  # logits: softmax applied by the Degrader
     return set_random_weights(model, 2, scale=0.3)
 
 
@@ -20,8 +26,11 @@ def by_hand(model, images, attributions, patch, steps, replacement, targets=None
     curves = []
     for i, (image, a) in enumerate(zip(images, attributions)):
         rows, cols = image.shape[0] // patch, image.shape[1] // patch
-        scores = [(a[r * patch:(r + 1) * patch, c * patch:(c + 1) * patch].sum(-1).mean(), r, c)
-                  for r in range(rows) for c in range(cols)]
+        scores = [
+            (a[r * patch : (r + 1) * patch, c * patch : (c + 1) * patch].sum(-1).mean(), r, c)
+            for r in range(rows)
+            for c in range(cols)
+        ]
         order = sorted(range(len(scores)), key=lambda j: (-scores[j][0], j))
 
         def probs(img):
@@ -60,8 +69,9 @@ def test_true_label_targets(image_model):
     images = rng.normal(0, 1, (2, 10, 11, 2)).astype(np.float32)
     attributions = rng.normal(0, 1, images.shape).astype(np.float32)
     ours = Degrader(image_model, patch_size=3, num_steps=4).curves(images, attributions, targets=[3, 0])
-    np.testing.assert_allclose(ours, by_hand(image_model, images, attributions, 3, 4, "patch_mean", [3, 0]),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        ours, by_hand(image_model, images, attributions, 3, 4, "patch_mean", [3, 0]), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_softmax_model_output_is_used_as_is(image_model):
@@ -76,9 +86,9 @@ def test_softmax_model_output_is_used_as_is(image_model):
 
 def test_patch_scores_and_ranks():
     a = np.zeros((1, 4, 6, 2))
-    a[0, :2, 2:4, 0] = 3.0   # patch (0, 1): mean 3
-    a[0, 2:, :2, 1] = -1.0   # patch (1, 0): mean -1
-    a[0, 2:, 4:, :] = 0.5    # patch (1, 2): channel sum 1
+    a[0, :2, 2:4, 0] = 3.0  # patch (0, 1): mean 3
+    a[0, 2:, :2, 1] = -1.0  # patch (1, 0): mean -1
+    a[0, 2:, 4:, :] = 0.5  # patch (1, 2): channel sum 1
     scores = patch_scores(a, 2)
     np.testing.assert_array_equal(scores, [[[0, 3, 0], [-1, 0, 1]]])
     np.testing.assert_array_equal(patch_ranks(scores), [[[2, 0, 3], [5, 4, 1]]])

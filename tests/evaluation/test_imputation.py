@@ -33,8 +33,9 @@ def dense_reference(image, removed):
     return out
 
 
-@pytest.mark.parametrize("seed, shape, fraction", [(0, (5, 6, 2), 0.3), (1, (7, 4, 3), 0.6), (2, (6, 6, 1), 0.9),
-                                                   (3, (1, 8, 2), 0.5)])
+@pytest.mark.parametrize(
+    "seed, shape, fraction", [(0, (5, 6, 2), 0.3), (1, (7, 4, 3), 0.6), (2, (6, 6, 1), 0.9), (3, (1, 8, 2), 0.5)]
+)
 def test_matches_a_dense_solve_of_the_same_equations(seed, shape, fraction):
     rng = np.random.default_rng(seed)
     images = rng.normal(0, 1, (3,) + shape)
@@ -70,7 +71,7 @@ def test_single_interior_pixel_is_its_neighbours_weighted_mean():
 
 def test_removed_corner_uses_renormalised_weights():
     image = np.zeros((1, 3, 4, 2))
-    image[0, 0, 1] = [3.0, 1.0]   # right of the corner: direct, 1/6
+    image[0, 0, 1] = [3.0, 1.0]  # right of the corner: direct, 1/6
     image[0, 1, 0] = [6.0, -2.0]  # below: direct, 1/6
     image[0, 1, 1] = [12.0, 5.0]  # diagonal: 1/12
     removed = np.zeros((1, 3, 4), bool)

@@ -23,8 +23,14 @@ from pgig_tf.evaluation.statistics import bootstrap_ci
 
 @pytest.fixture
 def image_model():
-    model = keras.Sequential([keras.Input((10, 11, 2)), keras.layers.Conv2D(3, 3, activation="relu"),
-                              keras.layers.Flatten(), keras.layers.Dense(4)])  # logits: softmax applied by the curves
+    model = keras.Sequential(
+        [
+            keras.Input((10, 11, 2)),
+            keras.layers.Conv2D(3, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4),
+        ]
+    )  # logits: softmax applied by the curves
     return set_random_weights(model, 2, scale=0.3)
 
 
@@ -43,9 +49,23 @@ def numpy_blur(image, sigma):
     return out
 
 
-def by_hand(model, images, attributions, patch, counts, replacement, mode="remove", order="morf", targets=None,
-            sigma=5.0, noise=0.01, seed=0, first_index=0):
+def by_hand(
+    model,
+    images,
+    attributions,
+    patch,
+    counts,
+    replacement,
+    mode="remove",
+    order="morf",
+    targets=None,
+    sigma=5.0,
+    noise=0.01,
+    seed=0,
+    first_index=0,
+):
     """One copy at a time: units sorted by hand, replaced pixels written with explicit loops."""
+
     def probs(img):
         return keras.ops.convert_to_numpy(keras.ops.softmax(model(img[None].astype(np.float32))))[0]
 
@@ -79,10 +99,12 @@ def by_hand(model, images, attributions, patch, counts, replacement, mode="remov
             if replacement == "road":
                 if removed.all():
                     copy = image.mean(axis=(0, 1)) + noise_generator(seed, [first_index + i, step]).normal(
-                        0, noise, image.shape)
+                        0, noise, image.shape
+                    )
                 else:
-                    copy = noisy_linear_impute(image[None], removed[None], noise, seed,
-                                               ids=[[first_index + i, step]])[0]
+                    copy = noisy_linear_impute(image[None], removed[None], noise, seed, ids=[[first_index + i, step]])[
+                        0
+                    ]
             else:
                 copy = image.copy()
                 copy[removed] = fill[removed]
@@ -101,14 +123,18 @@ def data():
 
 # -- compatibility with the Degrader ----------------------------------------------------------------
 
-@pytest.mark.parametrize("ours, theirs, num_steps", [(-1.5, -1.5, 9), ("own_patch_mean", "patch_mean", 5),
-                                                    ("image_mean", "image_mean", 9)])
+
+@pytest.mark.parametrize(
+    "ours, theirs, num_steps", [(-1.5, -1.5, 9), ("own_patch_mean", "patch_mean", 5), ("image_mean", "image_mean", 9)]
+)
 def test_morf_equals_the_degrader(image_model, data, ours, theirs, num_steps):
     images, attributions = data
-    expected = Degrader(image_model, patch_size=3, num_steps=num_steps, replacement=theirs,
-                        batch_size=7).curves(images, attributions)
-    curves = PerturbationCurves(image_model, "morf", ours, patch_size=3, num_steps=num_steps,
-                                batch_size=7).curves(images, attributions)
+    expected = Degrader(image_model, patch_size=3, num_steps=num_steps, replacement=theirs, batch_size=7).curves(
+        images, attributions
+    )
+    curves = PerturbationCurves(image_model, "morf", ours, patch_size=3, num_steps=num_steps, batch_size=7).curves(
+        images, attributions
+    )
     np.testing.assert_array_equal(curves.values, expected)
     np.testing.assert_array_equal(curves.aupc, aupc(expected))
     np.testing.assert_allclose(curves.fractions, np.arange(num_steps + 1) / 9)
@@ -117,19 +143,53 @@ def test_morf_equals_the_degrader(image_model, data, ours, theirs, num_steps):
 
 # -- every replacement, order and mode against the by-hand loop ------------------------------------
 
-@pytest.mark.parametrize("replacement, order, mode", [
-    ("image_mean", "morf", "remove"), ("own_patch_mean", "morf", "remove"), (0.7, "morf", "remove"),
-    ("blur", "morf", "remove"), ("road", "morf", "remove"), ("own_patch_mean", "lerf", "remove"),
-    ("road", "lerf", "remove"), ("blur", "morf", "insert"), ("road", "morf", "insert"), (0.7, "morf", "insert"),
-])
+
+@pytest.mark.parametrize(
+    "replacement, order, mode",
+    [
+        ("image_mean", "morf", "remove"),
+        ("own_patch_mean", "morf", "remove"),
+        (0.7, "morf", "remove"),
+        ("blur", "morf", "remove"),
+        ("road", "morf", "remove"),
+        ("own_patch_mean", "lerf", "remove"),
+        ("road", "lerf", "remove"),
+        ("blur", "morf", "insert"),
+        ("road", "morf", "insert"),
+        (0.7, "morf", "insert"),
+    ],
+)
 def test_curves_match_the_by_hand_loop(image_model, data, replacement, order, mode):
     images, attributions = data
-    engine = PerturbationCurves(image_model, order, replacement, patch_size=3, units_per_step=2, mode=mode,
-                                blur_sigma=1.5, road_noise=0.05, seed=3, batch_size=4, images_per_call=2)
+    engine = PerturbationCurves(
+        image_model,
+        order,
+        replacement,
+        patch_size=3,
+        units_per_step=2,
+        mode=mode,
+        blur_sigma=1.5,
+        road_noise=0.05,
+        seed=3,
+        batch_size=4,
+        images_per_call=2,
+    )
     counts = [0, 2, 4, 6, 8, 9]  # 9 patches, 2 per step, the last step 1
     curves = engine.curves(images, attributions, first_index=5)
-    expected = by_hand(image_model, images, attributions, 3, counts, replacement, mode, order, sigma=1.5,
-                       noise=0.05, seed=3, first_index=5)
+    expected = by_hand(
+        image_model,
+        images,
+        attributions,
+        3,
+        counts,
+        replacement,
+        mode,
+        order,
+        sigma=1.5,
+        noise=0.05,
+        seed=3,
+        first_index=5,
+    )
     np.testing.assert_allclose(curves.values, expected, rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(curves.fractions, np.array(counts) / 9)
     assert np.ptp(expected, axis=1).min() > 0
@@ -139,12 +199,14 @@ def test_curves_match_the_by_hand_loop(image_model, data, replacement, order, mo
 def test_pixel_units_and_absolute_ranking_with_true_targets(image_model, data, replacement):
     images, attributions = data
     images, attributions = images[:2], attributions[:2]
-    engine = PerturbationCurves(image_model, "morf", replacement, patch_size=1, units_per_step=37, absolute=True,
-                                batch_size=16)
+    engine = PerturbationCurves(
+        image_model, "morf", replacement, patch_size=1, units_per_step=37, absolute=True, batch_size=16
+    )
     curves = engine.curves(images, attributions, targets=[3, 0])
     counts = [0, 37, 74, 110]
-    expected = by_hand(image_model, images, np.abs(attributions.sum(-1, keepdims=True)), 1, counts, replacement,
-                       targets=[3, 0])
+    expected = by_hand(
+        image_model, images, np.abs(attributions.sum(-1, keepdims=True)), 1, counts, replacement, targets=[3, 0]
+    )
     np.testing.assert_allclose(curves.values, expected, rtol=2e-5, atol=1e-6)
 
 
@@ -155,11 +217,14 @@ def test_lerf_is_morf_of_the_reversed_ranking(image_model, data):
         morf = PerturbationCurves(image_model, "morf", replacement, **options)
         lerf = PerturbationCurves(image_model, "lerf", replacement, **options)
         # Random attributions have no ties, so negating them reverses the ranking exactly.
-        np.testing.assert_array_equal(lerf.curves(images, attributions).values,
-                                      morf.curves(images, -attributions).values)
+        np.testing.assert_array_equal(
+            lerf.curves(images, attributions).values, morf.curves(images, -attributions).values
+        )
         ranks = relevance_ranks(attributions, 2)
-        np.testing.assert_array_equal(lerf.curves_for_ranks(images, ranks).values,
-                                      morf.curves_for_ranks(images, ranks.size // 3 - 1 - ranks).values)
+        np.testing.assert_array_equal(
+            lerf.curves_for_ranks(images, ranks).values,
+            morf.curves_for_ranks(images, ranks.size // 3 - 1 - ranks).values,
+        )
 
 
 def test_clean_and_fully_replaced_ends(image_model, data):
@@ -172,6 +237,7 @@ def test_clean_and_fully_replaced_ends(image_model, data):
 
 
 # -- replacements ---------------------------------------------------------------------------------
+
 
 def test_gaussian_blur_against_a_direct_sum():
     rng = np.random.default_rng(1)
@@ -208,7 +274,9 @@ def test_road_with_every_pixel_removed_uses_the_image_mean_plus_noise():
     ranks = np.tile(np.arange(4).reshape(1, 2, 2), (2, 1, 1))
     copies = engine.perturbed(images, ranks, 4, first_index=7)
     for b in range(2):
-        expected = images[b].mean(axis=(0, 1), dtype=np.float64) + noise_generator(4, [7 + b, 4]).normal(0, 0.1, (4, 4, 2))
+        expected = images[b].mean(axis=(0, 1), dtype=np.float64) + noise_generator(4, [7 + b, 4]).normal(
+            0, 0.1, (4, 4, 2)
+        )
         np.testing.assert_allclose(copies[b], expected, rtol=1e-6)
 
 
@@ -216,8 +284,12 @@ def test_road_curves_do_not_depend_on_batching(image_model, data):
     images, attributions = data
     engine = PerturbationCurves(image_model, "lerf", "road", patch_size=3, units_per_step=3, batch_size=5)
     whole = engine.curves(images, attributions).values
-    parts = np.concatenate([engine.curves(images[:1], attributions[:1]).values,
-                            engine.curves(images[1:], attributions[1:], first_index=1).values])
+    parts = np.concatenate(
+        [
+            engine.curves(images[:1], attributions[:1]).values,
+            engine.curves(images[1:], attributions[1:], first_index=1).values,
+        ]
+    )
     np.testing.assert_allclose(parts, whole, rtol=1e-6)
     other_seed = PerturbationCurves(image_model, "lerf", "road", patch_size=3, units_per_step=3, seed=1)
     assert np.abs(other_seed.curves(images, attributions).values[:, 1:-1] - whole[:, 1:-1]).min() > 0
@@ -226,14 +298,16 @@ def test_road_curves_do_not_depend_on_batching(image_model, data):
 def test_compiled_once_per_image_shape(image_model, data):
     images, attributions = data
     for replacement, kind in (("blur", "curves"), ("road", "chosen")):
-        engine = PerturbationCurves(image_model, "morf", replacement, patch_size=3, units_per_step=3, batch_size=5,
-                                    images_per_call=2)
+        engine = PerturbationCurves(
+            image_model, "morf", replacement, patch_size=3, units_per_step=3, batch_size=5, images_per_call=2
+        )
         for count in (3, 1, 2):
             engine.curves(images[:count], attributions[:count])
         assert engine._functions[(kind, (10, 11, 2))].experimental_get_tracing_count() == 1
 
 
 # -- schedule and areas ---------------------------------------------------------------------------
+
 
 def test_schedule_and_areas():
     np.testing.assert_array_equal(removal_counts(9, 2), [0, 2, 4, 6, 8, 9])
@@ -255,6 +329,7 @@ def test_schedule_and_areas():
 
 # -- controls with a known answer -----------------------------------------------------------------
 
+
 @pytest.fixture
 def linear_model():
     """Two logits [w . x, 0] on 8x8x1 images: the contribution of pixel j to logit 0 is w_j x_j."""
@@ -272,8 +347,10 @@ def test_srg_of_a_perfect_ranking_beats_a_random_one_whose_interval_holds_zero(l
     random = rng.normal(0, 1, images.shape)
     options = dict(patch_size=1, units_per_step=4, batch_size=256, images_per_call=64)
     morf, lerf = (PerturbationCurves(model, order, 0.0, **options) for order in ("morf", "lerf"))
-    curves = {name: (morf.curves(images, a, targets=0), lerf.curves(images, a, targets=0))
-              for name, a in (("perfect", perfect), ("random", random))}
+    curves = {
+        name: (morf.curves(images, a, targets=0), lerf.curves(images, a, targets=0))
+        for name, a in (("perfect", perfect), ("random", random))
+    }
     srg = {name: symmetric_relevance_gain(*pair) for name, pair in curves.items()}
     # Removing the largest contributions first minimises the logit at every point, so the perfect
     # MoRF curve lies below (and its LeRF curve above) any other ranking's, image by image.
@@ -303,11 +380,13 @@ def test_insertion_and_deletion_of_a_perfect_ranking_beat_the_reversed_one(linea
     # Insertion's first point is the blurred image, its last the clean one.
     probs = keras.ops.convert_to_numpy(keras.ops.softmax(model(blurred)))[:, 0]
     np.testing.assert_allclose(best_insert.values[:, 0], probs, rtol=1e-5)
-    np.testing.assert_allclose(best_insert.values[:, -1],
-                               keras.ops.convert_to_numpy(keras.ops.softmax(model(images)))[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(
+        best_insert.values[:, -1], keras.ops.convert_to_numpy(keras.ops.softmax(model(images)))[:, 0], rtol=1e-5
+    )
 
 
 # -- arguments ------------------------------------------------------------------------------------
+
 
 def test_argument_errors(image_model, data):
     images, attributions = data
@@ -333,8 +412,9 @@ def test_argument_errors(image_model, data):
     with pytest.raises(ValueError, match="attributions must be shaped like images"):
         engine.curves(images, attributions[..., :1])
     with pytest.raises(ValueError, match=r"ranks of images \[1\] are not permutations of 0..8"):
-        engine.curves_for_ranks(images, np.stack([np.arange(9).reshape(3, 3), np.zeros((3, 3), int),
-                                                  np.arange(9).reshape(3, 3)]))
+        engine.curves_for_ranks(
+            images, np.stack([np.arange(9).reshape(3, 3), np.zeros((3, 3), int), np.arange(9).reshape(3, 3)])
+        )
     with pytest.raises(ValueError, match=r"ranks must have shape \(3, 3, 3\)"):
         engine.curves_for_ranks(images, np.zeros((3, 2, 2), int))
     with pytest.raises(ValueError, match="targets must be in 0..3 .* got 4"):

@@ -203,8 +203,16 @@ def test_script_runs_end_to_end(tmp_path):
     out = tmp_path / "out"
     summary = load_script().main(
         [
-            "--model", str(tmp_path / "tiny.keras"), "--data", str(tmp_path / "data.npy"),
-            "--methods", "gradient,pattern_attribution,smoothgrad", "--num-images", "3", "--out", str(out),
+            "--model",
+            str(tmp_path / "tiny.keras"),
+            "--data",
+            str(tmp_path / "data.npy"),
+            "--methods",
+            "gradient,pattern_attribution,smoothgrad",
+            "--num-images",
+            "3",
+            "--out",
+            str(out),
         ]
     )
     assert (out / "sanity.png").read_bytes()[:8] == PNG_SIGNATURE

@@ -48,6 +48,7 @@ def test_coverage_of_a_known_mean_is_nominal():
     narrow_p = stats.t.cdf(0.98 * np.sqrt(49 / 50), 49) * 2 - 1
     wide_p = stats.t.cdf(3.92 * np.sqrt(49 / 50), 49) * 2 - 1
     lo_count, hi_count = int(np.ceil(0.91 * trials)), int(np.floor(0.99 * trials))  # 364 .. 396
+
     def in_band(p):
         return stats.binom.cdf(hi_count, trials, p) - stats.binom.cdf(lo_count - 1, trials, p)
 

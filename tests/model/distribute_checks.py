@@ -79,8 +79,9 @@ def speed_option_checks(model, patterns, x):
     """bfloat16 and jit_compile with the strategy against the same option on one device."""
     out = {}
     one = create_analyzer("pgig", model, steps=4, patterns=patterns, compute_dtype="bfloat16").analyze(x, 1)
-    two = create_analyzer("pgig", model, steps=4, patterns=patterns, compute_dtype="bfloat16",
-                          strategy=STRATEGY).analyze(x, 1)
+    two = create_analyzer(
+        "pgig", model, steps=4, patterns=patterns, compute_dtype="bfloat16", strategy=STRATEGY
+    ).analyze(x, 1)
     out["bfloat16 pgig"] = relative(two, one)
     out["model dtype after bfloat16"] = model.layers[1].dtype_policy.name
     try:
@@ -98,8 +99,9 @@ def speed_option_checks(model, patterns, x):
     two = create_analyzer("smoothgrad", mirrored, samples=3, seed=1, jit_compile=True, strategy=STRATEGY)
     out["jit mirrored smoothgrad n=1"] = relative(two.analyze(x[:1], 1), one)
     one = create_analyzer("pgig", model, steps=4, patterns=patterns).analyze(x, 1)
-    out["mirrored pgig"] = relative(create_analyzer("pgig", mirrored, steps=4, patterns=patterns,
-                                                    strategy=STRATEGY).analyze(x, 1), one)
+    out["mirrored pgig"] = relative(
+        create_analyzer("pgig", mirrored, steps=4, patterns=patterns, strategy=STRATEGY).analyze(x, 1), one
+    )
     return out
 
 
@@ -117,8 +119,9 @@ def fit_checks(model, data):
     # a checkpoint written with the strategy (sums read across replicas), resumed with it (spread back)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "sums.npz")
-        fit_patterns(model, data[:16], batch_size=8, verbose=False, strategy=STRATEGY, checkpoint=path,
-                     checkpoint_every=1)
+        fit_patterns(
+            model, data[:16], batch_size=8, verbose=False, strategy=STRATEGY, checkpoint=path, checkpoint_every=1
+        )
         resumed = fit_patterns(model, data[:23], batch_size=8, verbose=False, strategy=STRATEGY, checkpoint=path)
     out["fit resumed"] = max(relative(resumed[k], one[k]) for k in one)
     return out
@@ -128,23 +131,50 @@ def cli_checks():
     """The degradation benchmark on a tiny model file: --replicas 2 against --replicas 1."""
     from pgig_tf.cli import degradation_benchmark as cli
 
-    model = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
-                              keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 1)),
+            keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     set_random_weights(model, 2, scale=0.3)
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         model.save(os.path.join(folder, "tiny.keras"))
         for replicas in (1, 2):
             out = os.path.join(folder, f"out{replicas}")
-            cli.main(["--out", out, "--model", os.path.join(folder, "tiny.keras"), "--num-images", "5",
-                      "--images-per-batch", "5", "--methods", "gradient,pgig,smoothgrad_squared,expected_gradients",
-                      "--num-background", "20", "--patch-size", "4", "--num-steps", "16", "--replicas", str(replicas),
-                      "--quiet"])
+            cli.main(
+                [
+                    "--out",
+                    out,
+                    "--model",
+                    os.path.join(folder, "tiny.keras"),
+                    "--num-images",
+                    "5",
+                    "--images-per-batch",
+                    "5",
+                    "--methods",
+                    "gradient,pgig,smoothgrad_squared,expected_gradients",
+                    "--num-background",
+                    "20",
+                    "--patch-size",
+                    "4",
+                    "--num-steps",
+                    "16",
+                    "--replicas",
+                    str(replicas),
+                    "--quiet",
+                ]
+            )
             with open(os.path.join(out, "results.json")) as handle:
                 results[replicas] = json.load(handle)
     methods = results[1]["methods"]
-    return {"cli curves": max(relative(results[2]["methods"][m]["curve"], methods[m]["curve"]) for m in methods),
-            "cli replicas": [results[r]["model"]["replicas"] for r in (1, 2)]}
+    return {
+        "cli curves": max(relative(results[2]["methods"][m]["curve"], methods[m]["curve"]) for m in methods),
+        "cli replicas": [results[r]["model"]["replicas"] for r in (1, 2)],
+    }
 
 
 def main():

@@ -21,8 +21,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def two_replicas():
     """The measurements of tests/distribute_checks.py on 2 logical CPU devices (one subprocess for all)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, os.path.join(HERE, "distribute_checks.py"), "--cli"],
-                          capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        [sys.executable, os.path.join(HERE, "distribute_checks.py"), "--cli"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -84,8 +89,9 @@ def test_one_replica_strategy_in_process_equals_no_strategy(conv_model, dense_mo
         got = create_analyzer(name, conv_model, strategy=strategy, **kwargs).analyze(x, neuron_selection=[0, 1, 2])
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7 * np.abs(expected).max())
     data = np.random.default_rng(4).normal(size=(10, 6)).astype(np.float32)
-    one, two = (pgig_tf.fit_patterns(dense_model, data, batch_size=4, verbose=False, strategy=s)
-                for s in (None, strategy))
+    one, two = (
+        pgig_tf.fit_patterns(dense_model, data, batch_size=4, verbose=False, strategy=s) for s in (None, strategy)
+    )
     for layer in one:
         np.testing.assert_allclose(two[layer], one[layer], rtol=1e-6)
 
@@ -118,8 +124,11 @@ def test_make_strategy_after_tensorflow_started():
     if len(tf.config.list_physical_devices("GPU")) >= 2:
         pytest.skip("with 2 GPUs make_strategy(2) uses them and needs no logical CPU devices")
     tf.constant(0.0)  # TensorFlow has initialised its devices in this process
-    with pytest.raises(RuntimeError, match=r"2 logical CPU devices are needed, but TensorFlow has already "
-                                           r"initialised its devices with 1 CPU device.*make_strategy\(2\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"2 logical CPU devices are needed, but TensorFlow has already "
+        r"initialised its devices with 1 CPU device.*make_strategy\(2\)",
+    ):
         make_strategy(2)
     with pytest.raises(ValueError, match="replicas must be a positive integer, got 0"):
         make_strategy(0)

@@ -83,8 +83,10 @@ def reference_model(model, guided=False, bn=None):
             return _Reference(layer, bn)
         if guided and isinstance(layer, keras.layers.ReLU):
             return _Reference(layer, "guided", cap=math.inf if layer.max_value is None else float(layer.max_value))
-        if guided and isinstance(layer, keras.layers.Activation) and layer.activation in (
-            keras.activations.relu, keras.activations.relu6
+        if (
+            guided
+            and isinstance(layer, keras.layers.Activation)
+            and layer.activation in (keras.activations.relu, keras.activations.relu6)
         ):
             return _Reference(layer, "guided", cap=6.0 if layer.activation is keras.activations.relu6 else math.inf)
         if guided and getattr(layer, "activation", None) in (keras.activations.relu, keras.activations.relu6):
@@ -104,10 +106,12 @@ def kernel_layers(model):
 
 def constant_patterns(model, value=None):
     """All-ones patterns, or each kernel itself (value='kernel')."""
-    return Patterns({
-        layer.name: (np.asarray(layer.kernel) if value == "kernel" else np.ones(layer.kernel.shape, np.float32))
-        for layer in kernel_layers(model)
-    })
+    return Patterns(
+        {
+            layer.name: (np.asarray(layer.kernel) if value == "kernel" else np.ones(layer.kernel.shape, np.float32))
+            for layer in kernel_layers(model)
+        }
+    )
 
 
 def calibrate(model, x, seed, gamma=(0.5, 1.5)):
@@ -213,12 +217,16 @@ def test_relu_gates_see_through_batchnorm_in_the_applications():
 
     mobile = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=5)
     gates = relu_gates(mobile)
-    kernels = [layer for layer in leaf_layers(mobile) if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    kernels = [
+        layer for layer in leaf_layers(mobile) if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+    ]
     depthwise = [layer for layer in kernels if isinstance(layer, keras.layers.DepthwiseConv2D)]
     expected = {layer.name for layer in kernels if not layer.name.endswith("project")}
     assert len(depthwise) == 17 and set(gates) == expected
     assert {cap for _, cap in gates.values()} == {6.0}
-    assert all(len(scales) == 1 and isinstance(scales[0], keras.layers.BatchNormalization) for scales, _ in gates.values())
+    assert all(
+        len(scales) == 1 and isinstance(scales[0], keras.layers.BatchNormalization) for scales, _ in gates.values()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -260,29 +268,42 @@ def test_application_every_analyzer(application, fitted):
     close(run("input_t_gradient"), x * gradient, "input_t_gradient")
     close(run("integrated_gradients", steps=3), path_gradients(model, x, 3, target), "integrated_gradients")
     close(run("guided_backprop"), tape_gradient(reference_model(model, guided=True), x, target), "guided_backprop")
-    close(run("pattern_attribution", patterns=constant_patterns(model)),
-          value * tape_gradient(reference_model(model, bn="identity"), x, target), "pattern_attribution, ones")
-    close(run("pattern_net", patterns=constant_patterns(model, "kernel")),
-          value * tape_gradient(reference_model(model, bn="inverse"), x, target), "pattern_net, kernels")
+    close(
+        run("pattern_attribution", patterns=constant_patterns(model)),
+        value * tape_gradient(reference_model(model, bn="identity"), x, target),
+        "pattern_attribution, ones",
+    )
+    close(
+        run("pattern_net", patterns=constant_patterns(model, "kernel")),
+        value * tape_gradient(reference_model(model, bn="inverse"), x, target),
+        "pattern_net, kernels",
+    )
     fitted_pa = run("pattern_attribution", patterns=fitted)
     assert np.isfinite(fitted_pa).all() and np.abs(fitted_pa).max() > 0
     close(fitted_pa, value * tape_gradient(lambda v: pa_rule.forward(model, v), x, target), "pattern_attribution")
     # (PatternNet with fitted patterns is not run here: on these randomly initialised ~50-layer
     # models the product of the pattern norms overflows float32; PatternNet is checked above
     # with p = w and with fitted patterns on the small models.)
-    close(run("pgig", patterns=fitted, steps=3), path_gradients(lambda v: pa_rule.forward(model, v), x, 3, target), "pgig")
+    close(
+        run("pgig", patterns=fitted, steps=3), path_gradients(lambda v: pa_rule.forward(model, v), x, 3, target), "pgig"
+    )
     # the sampling family without noise collapses onto the plain methods
     noiseless = dict(samples=2, noise_scale=0.0, seed=0)
     close(run("smoothgrad", **noiseless), gradient, "smoothgrad")
-    close(run("smoothgrad", rule="pattern_attribution", patterns=fitted, **noiseless),
-          tape_gradient(lambda v: pa_rule.forward(model, v), x, target), "smoothgrad, pattern_attribution")
-    close(run("smoothgrad_squared", **noiseless), gradient ** 2, "smoothgrad_squared")
-    np.testing.assert_allclose(run("vargrad", **noiseless), 0.0, atol=scale(gradient ** 2))
+    close(
+        run("smoothgrad", rule="pattern_attribution", patterns=fitted, **noiseless),
+        tape_gradient(lambda v: pa_rule.forward(model, v), x, target),
+        "smoothgrad, pattern_attribution",
+    )
+    close(run("smoothgrad_squared", **noiseless), gradient**2, "smoothgrad_squared")
+    np.testing.assert_allclose(run("vargrad", **noiseless), 0.0, atol=scale(gradient**2))
     close(run("smoothgrad_ig", steps=3, **noiseless), path_gradients(model, x, 3, target), "smoothgrad_ig")
     np.testing.assert_array_equal(run("smooth_taylor", **noiseless), 0.0)  # x - z_r = 0
-    for name, kwargs in [("expected_gradients", dict(samples=3, baselines=np.zeros((1, 32, 32, 3), np.float32))),
-                         ("noise_baseline_ig", dict(steps=2, samples=2)),
-                         ("smoothgrad", dict(samples=2, rule="guided_backprop"))]:
+    for name, kwargs in [
+        ("expected_gradients", dict(samples=3, baselines=np.zeros((1, 32, 32, 3), np.float32))),
+        ("noise_baseline_ig", dict(steps=2, samples=2)),
+        ("smoothgrad", dict(samples=2, rule="guided_backprop")),
+    ]:
         first, second = run(name, seed=3, **kwargs), run(name, seed=3, **kwargs)
         assert np.isfinite(first).all() and np.abs(first).max() > 0
         np.testing.assert_array_equal(first, second)
@@ -313,7 +334,9 @@ def test_integrated_gradients_completeness_on_batchnorm_and_concatenate():
     x = np.random.default_rng(21).normal(0, 1, (2, 10, 10, 3)).astype(np.float32)
     attributions = create_analyzer("integrated_gradients", model, steps=256).analyze(x, 1)
     outputs = model(x, training=False).numpy()[:, 1] - model(np.zeros_like(x), training=False).numpy()[:, 1]
-    np.testing.assert_allclose(attributions.reshape(len(x), -1).sum(1), outputs, rtol=0, atol=0.02 * np.abs(outputs).max())
+    np.testing.assert_allclose(
+        attributions.reshape(len(x), -1).sum(1), outputs, rtol=0, atol=0.02 * np.abs(outputs).max()
+    )
 
 
 # --- BatchNormalization: one-input neurons, the same as folding into the conv -----------------
@@ -323,29 +346,40 @@ def set_batchnorm(layer, rng, negative=True):
     """Random gamma (some negative), beta, moving mean and a positive moving variance."""
     channels = layer.gamma.shape[0]
     gamma = rng.uniform(0.5, 1.5, channels) * (np.where(np.arange(channels) % 3 == 1, -1, 1) if negative else 1)
-    layer.set_weights([gamma, rng.normal(0, 0.3, channels), rng.normal(0, 0.3, channels),
-                       rng.uniform(0.5, 2.0, channels)])
+    layer.set_weights(
+        [gamma, rng.normal(0, 0.3, channels), rng.normal(0, 0.3, channels), rng.uniform(0.5, 2.0, channels)]
+    )
 
 
 def batchnorm_model():
-    return keras.Sequential([
-        keras.Input((6, 6, 2)),
-        keras.layers.Conv2D(4, 3, padding="same", name="c1"), keras.layers.BatchNormalization(name="b1"),
-        keras.layers.ReLU(name="r1"),
-        keras.layers.Conv2D(3, 3, name="c2"), keras.layers.BatchNormalization(name="b2"),
-        keras.layers.Activation("relu", name="r2"),
-        keras.layers.Flatten(name="f"),
-        keras.layers.Dense(5, name="d1"), keras.layers.BatchNormalization(name="b3"), keras.layers.ReLU(name="r3"),
-        keras.layers.Dense(3, name="out"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(4, 3, padding="same", name="c1"),
+            keras.layers.BatchNormalization(name="b1"),
+            keras.layers.ReLU(name="r1"),
+            keras.layers.Conv2D(3, 3, name="c2"),
+            keras.layers.BatchNormalization(name="b2"),
+            keras.layers.Activation("relu", name="r2"),
+            keras.layers.Flatten(name="f"),
+            keras.layers.Dense(5, name="d1"),
+            keras.layers.BatchNormalization(name="b3"),
+            keras.layers.ReLU(name="r3"),
+            keras.layers.Dense(3, name="out"),
+        ]
+    )
 
 
 def folded_model(model):
     """The same function with each BatchNorm folded into the kernel before it: w' = s w, b' = s (b - mu) + beta."""
-    folded = keras.Sequential([keras.Input((6, 6, 2))] + [
-        type(layer).from_config(layer.get_config())
-        for layer in model.layers if not isinstance(layer, keras.layers.BatchNormalization)
-    ])
+    folded = keras.Sequential(
+        [keras.Input((6, 6, 2))]
+        + [
+            type(layer).from_config(layer.get_config())
+            for layer in model.layers
+            if not isinstance(layer, keras.layers.BatchNormalization)
+        ]
+    )
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             continue
@@ -370,7 +404,10 @@ def test_batchnorm_is_treated_as_folded_into_the_preceding_kernel():
     x = data[:3]
     np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
     assert {name: [s.name for s in scales] for name, (scales, _) in relu_gates(model).items()} == {
-        "c1": ["b1"], "c2": ["b2"], "d1": ["b3"]}
+        "c1": ["b1"],
+        "c2": ["b2"],
+        "d1": ["b3"],
+    }
 
     ours, theirs = fit_patterns(model, data, verbose=False), fit_patterns(folded, data, verbose=False)
     for name, bn in (("c1", "b1"), ("c2", "b2"), ("d1", "b3")):
@@ -395,11 +432,16 @@ def test_rescaling_and_normalization_are_one_input_neurons_too():
     data = rng.normal(0.5, 2.0, (64, 5, 5, 2)).astype(np.float32)
     normalization = keras.layers.Normalization(name="norm")
     normalization.adapt(data)
-    model = keras.Sequential([
-        keras.Input((5, 5, 2)), normalization, keras.layers.Conv2D(3, 3, activation="relu", name="c"),
-        keras.layers.Rescaling([0.5, -2.0, 3.0], offset=0.1, name="resc"), keras.layers.Flatten(name="f"),
-        keras.layers.Dense(2, name="out"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((5, 5, 2)),
+            normalization,
+            keras.layers.Conv2D(3, 3, activation="relu", name="c"),
+            keras.layers.Rescaling([0.5, -2.0, 3.0], offset=0.1, name="resc"),
+            keras.layers.Flatten(name="f"),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
     set_random_weights(model.get_layer("c"), 23)
     set_random_weights(model.get_layer("out"), 24)
     scales = {"norm": 1.0 / np.sqrt(np.asarray(normalization.variance)).reshape(-1), "resc": np.array([0.5, -2.0, 3.0])}
@@ -415,6 +457,7 @@ def test_rescaling_and_normalization_are_one_input_neurons_too():
                     y = tf.stop_gradient(y) + (g - tf.stop_gradient(g))
                 h = y
             return h
+
         return function
 
     pa = make_rule("pattern_attribution", patterns=constant_patterns(model))
@@ -422,8 +465,12 @@ def test_rescaling_and_normalization_are_one_input_neurons_too():
     assert not np.allclose(expected, tape_gradient(model, x, 1), rtol=1e-2)
     np.testing.assert_allclose(tape_gradient(lambda v: pa.forward(model, v), x, 1), expected, rtol=1e-5, atol=1e-6)
     pn = make_rule("pattern_net", patterns=constant_patterns(model, "kernel"))
-    np.testing.assert_allclose(tape_gradient(lambda v: pn.forward(model, v), x, 1), tape_gradient(reference("inverse"), x, 1),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        tape_gradient(lambda v: pn.forward(model, v), x, 1),
+        tape_gradient(reference("inverse"), x, 1),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     for rule in RULES:
         out = make_rule(rule, patterns=constant_patterns(model)).forward(model, tf.constant(x)).numpy()
         np.testing.assert_array_equal(out, model(x).numpy(), err_msg=rule)
@@ -457,22 +504,31 @@ def test_depthwise_conv_equals_the_block_diagonal_conv(padding, strides):
     """Unit (c, m) of a depthwise conv is unit c*M + m of a Conv2D whose kernel is zero off channel c."""
     rng = np.random.default_rng(2)
     channels, multiplier = 3, 2
-    depthwise = keras.Sequential([
-        keras.Input((7, 7, channels)),
-        keras.layers.DepthwiseConv2D(3, depth_multiplier=multiplier, padding=padding, strides=strides,
-                                     activation="relu", name="dw"),
-        keras.layers.Flatten(name="f"), keras.layers.Dense(2, name="out"),
-    ])
-    full = keras.Sequential([
-        keras.Input((7, 7, channels)),
-        keras.layers.Conv2D(channels * multiplier, 3, padding=padding, strides=strides, activation="relu", name="dw"),
-        keras.layers.Flatten(name="f"), keras.layers.Dense(2, name="out"),
-    ])
+    depthwise = keras.Sequential(
+        [
+            keras.Input((7, 7, channels)),
+            keras.layers.DepthwiseConv2D(
+                3, depth_multiplier=multiplier, padding=padding, strides=strides, activation="relu", name="dw"
+            ),
+            keras.layers.Flatten(name="f"),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
+    full = keras.Sequential(
+        [
+            keras.Input((7, 7, channels)),
+            keras.layers.Conv2D(
+                channels * multiplier, 3, padding=padding, strides=strides, activation="relu", name="dw"
+            ),
+            keras.layers.Flatten(name="f"),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
     set_random_weights(depthwise, 3, scale=0.5)
     kernel, bias, dense_kernel, dense_bias = depthwise.get_weights()
     block = np.zeros((3, 3, channels, channels * multiplier), np.float32)
     for c in range(channels):
-        block[:, :, c, c * multiplier:(c + 1) * multiplier] = kernel[:, :, c, :]
+        block[:, :, c, c * multiplier : (c + 1) * multiplier] = kernel[:, :, c, :]
     full.set_weights([block, bias, dense_kernel, dense_bias])
     data = rng.normal(0.1, 1.0, (200, 7, 7, channels)).astype(np.float32)
     x = data[:3]
@@ -480,7 +536,7 @@ def test_depthwise_conv_equals_the_block_diagonal_conv(padding, strides):
 
     ours, theirs = fit_patterns(depthwise, data, verbose=False), fit_patterns(full, data, verbose=False)
     assert ours["dw"].shape == kernel.shape
-    diagonal = np.stack([theirs["dw"][:, :, c, c * multiplier:(c + 1) * multiplier] for c in range(channels)], axis=2)
+    diagonal = np.stack([theirs["dw"][:, :, c, c * multiplier : (c + 1) * multiplier] for c in range(channels)], axis=2)
     np.testing.assert_allclose(ours["dw"], diagonal, rtol=1e-3, atol=1e-4 * np.abs(diagonal).max())
     np.testing.assert_allclose(ours["out"], theirs["out"], rtol=1e-3, atol=1e-4 * np.abs(theirs["out"]).max())
 
@@ -583,13 +639,22 @@ def test_densenet_style_model_under_every_rule():
         np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6 * np.abs(reference).max())
 
     guided = make_rule("guided_backprop")
-    check(tape_gradient(lambda v: guided.forward(model, v), x, 1), tape_gradient(reference_model(model, guided=True), x, 1))
+    check(
+        tape_gradient(lambda v: guided.forward(model, v), x, 1),
+        tape_gradient(reference_model(model, guided=True), x, 1),
+    )
     pa = make_rule("pattern_attribution", patterns=constant_patterns(model))
-    check(tape_gradient(lambda v: pa.forward(model, v), x, 1), tape_gradient(reference_model(model, bn="identity"), x, 1))
+    check(
+        tape_gradient(lambda v: pa.forward(model, v), x, 1), tape_gradient(reference_model(model, bn="identity"), x, 1)
+    )
     pn = make_rule("pattern_net", patterns=constant_patterns(model, "kernel"))
-    check(tape_gradient(lambda v: pn.forward(model, v), x, 1), tape_gradient(reference_model(model, bn="inverse"), x, 1))
+    check(
+        tape_gradient(lambda v: pn.forward(model, v), x, 1), tape_gradient(reference_model(model, bn="inverse"), x, 1)
+    )
 
-    patterns = fit_patterns(model, np.random.default_rng(7).normal(0, 1, (64, 10, 10, 3)).astype(np.float32), verbose=False)
+    patterns = fit_patterns(
+        model, np.random.default_rng(7).normal(0, 1, (64, 10, 10, 3)).astype(np.float32), verbose=False
+    )
     for layer in kernel_layers(model):
         assert patterns[layer.name].shape == tuple(layer.kernel.shape) and np.isfinite(patterns[layer.name]).all()
     for name in ("pattern_net", "pgig"):
@@ -667,17 +732,25 @@ def test_nested_models_give_the_flat_models_patterns_and_maps(flat_model, kind):
         return {name: ([s.name for s in scales], cap) for name, (scales, cap) in relu_gates(model).items()}
 
     # c1 -> r1 and c2 -> bn -> r2 cross model boundaries; d1 is fused
-    assert summary(nested) == summary(flat_model) == {"c1": ([], math.inf), "c2": (["bn"], math.inf), "d1": ([], math.inf)}
-    flat_patterns, nested_patterns = fit_patterns(flat_model, data, verbose=False), fit_patterns(nested, data, verbose=False)
+    assert (
+        summary(nested) == summary(flat_model) == {"c1": ([], math.inf), "c2": (["bn"], math.inf), "d1": ([], math.inf)}
+    )
+    flat_patterns, nested_patterns = (
+        fit_patterns(flat_model, data, verbose=False),
+        fit_patterns(nested, data, verbose=False),
+    )
     for name in flat_patterns:
         np.testing.assert_allclose(nested_patterns[name], flat_patterns[name], rtol=1e-5, atol=1e-7, err_msg=name)
     for rule in RULES:
         expected = rule_gradient(flat_model, rule, x, 2, flat_patterns)
         assert np.abs(expected).max() > 0
-        np.testing.assert_allclose(rule_gradient(nested, rule, x, 2, flat_patterns), expected, rtol=1e-5, atol=1e-7, err_msg=rule)
+        np.testing.assert_allclose(
+            rule_gradient(nested, rule, x, 2, flat_patterns), expected, rtol=1e-5, atol=1e-7, err_msg=rule
+        )
     expected = create_analyzer("pgig", flat_model, patterns=flat_patterns, steps=3).analyze(x, 2)
-    np.testing.assert_allclose(create_analyzer("pgig", nested, patterns=flat_patterns, steps=3).analyze(x, 2), expected,
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        create_analyzer("pgig", nested, patterns=flat_patterns, steps=3).analyze(x, 2), expected, rtol=1e-5, atol=1e-7
+    )
 
 
 def mixed_model():
@@ -686,11 +759,16 @@ def mixed_model():
     h = keras.layers.Conv2D(4, 3, padding="same", name="c1")(inputs)
     h = keras.layers.BatchNormalization(name="b1")(h)
     h = keras.layers.ReLU(6.0, name="r1")(h)
-    block = keras.Sequential([
-        keras.Input((8, 8, 4)), keras.layers.ZeroPadding2D(1, name="pad"),
-        keras.layers.DepthwiseConv2D(3, name="dw"), keras.layers.BatchNormalization(name="b2"),
-        keras.layers.ReLU(6.0, name="r2"),
-    ], name="block")
+    block = keras.Sequential(
+        [
+            keras.Input((8, 8, 4)),
+            keras.layers.ZeroPadding2D(1, name="pad"),
+            keras.layers.DepthwiseConv2D(3, name="dw"),
+            keras.layers.BatchNormalization(name="b2"),
+            keras.layers.ReLU(6.0, name="r2"),
+        ],
+        name="block",
+    )
     g = block(h)
     h = keras.layers.Add(name="add")([h, g])
     h = keras.layers.Concatenate(name="cat")([h, g])
@@ -769,7 +847,9 @@ def test_unknown_layer_works_with_the_plain_gradient_and_fails_clearly_elsewhere
         create_analyzer("guided_backprop", model)
     with pytest.raises(ValueError, match=message.format("pattern_attribution")):
         create_analyzer("pattern_attribution", model, patterns=constant_patterns(model))
-    with pytest.raises(ValueError, match=r"'dbl' \(Double\) is not supported by the pattern rules .* or pattern fitting"):
+    with pytest.raises(
+        ValueError, match=r"'dbl' \(Double\) is not supported by the pattern rules .* or pattern fitting"
+    ):
         fit_patterns(model, x, verbose=False)
 
 
@@ -780,7 +860,9 @@ def test_register_rule_linear_passes_the_layer_with_its_gradient():
     equivalent = custom_model(None, kernel_factor=2.0, with_custom=False)
     x = np.random.default_rng(14).normal(0, 1, (3, 4)).astype(np.float32)
     np.testing.assert_allclose(model(x).numpy(), equivalent(x).numpy(), rtol=1e-6)
-    patterns = fit_patterns(equivalent, np.random.default_rng(15).normal(0, 1, (50, 4)).astype(np.float32), verbose=False)
+    patterns = fit_patterns(
+        equivalent, np.random.default_rng(15).normal(0, 1, (50, 4)).astype(np.float32), verbose=False
+    )
     register_layer(Double, "linear")
     try:
         for rule in ("guided_backprop", "pattern_attribution", "pattern_net"):
@@ -788,7 +870,9 @@ def test_register_rule_linear_passes_the_layer_with_its_gradient():
             if rule == "pattern_net":  # PatternNet's kernel is p, not w: the doubling stays in the map
                 expected = 2.0 * expected
             assert np.abs(expected).max() > 0
-            np.testing.assert_allclose(rule_gradient(model, rule, x, 1, patterns), expected, rtol=1e-5, atol=1e-6, err_msg=rule)
+            np.testing.assert_allclose(
+                rule_gradient(model, rule, x, 1, patterns), expected, rtol=1e-5, atol=1e-6, err_msg=rule
+            )
         expected = create_analyzer("pgig", equivalent, patterns=patterns, steps=3).analyze(x, 1)
         with pytest.warns(OtherModelWarning, match=r"layer 'dbl' \(Double\) is here, not at fit time"):
             pgig = create_analyzer("pgig", model, patterns=patterns, steps=3, allow_other_model=True)  # equivalent's
@@ -826,13 +910,23 @@ def test_register_rule_with_a_function():
     register_layer(ChannelScale, identity_under_pattern_attribution)
     try:
         with pytest.warns(OtherModelWarning, match=r"layer 'cs' \(ChannelScale\) is here, not at fit time"):
-            ours = create_analyzer("integrated_gradients", model, rule="pattern_attribution", patterns=patterns, steps=5,
-                                   allow_other_model=True).analyze(x, 0)  # the patterns of the model without cs
-        expected = create_analyzer("integrated_gradients", without, rule="pattern_attribution", patterns=patterns, steps=5).analyze(x, 0)
+            ours = create_analyzer(
+                "integrated_gradients",
+                model,
+                rule="pattern_attribution",
+                patterns=patterns,
+                steps=5,
+                allow_other_model=True,
+            ).analyze(x, 0)  # the patterns of the model without cs
+        expected = create_analyzer(
+            "integrated_gradients", without, rule="pattern_attribution", patterns=patterns, steps=5
+        ).analyze(x, 0)
         np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
         # under guided backprop the function returns the plain call: the gradient through s
         guided = create_analyzer("guided_backprop", model).analyze(x, 0)
-        np.testing.assert_allclose(guided, tape_gradient(reference_model(model, guided=True), x, 0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            guided, tape_gradient(reference_model(model, guided=True), x, 0), rtol=1e-5, atol=1e-6
+        )
     finally:
         unregister_layer(ChannelScale)
 
@@ -846,7 +940,9 @@ class OverriddenDense(keras.layers.Dense):
 
 def test_a_subclass_overriding_call_is_not_taken_for_the_builtin_layer():
     model = keras.Sequential([keras.Input((3,)), OverriddenDense(2, name="od")])
-    with pytest.raises(ValueError, match=r"'od' \(OverriddenDense\).*overrides the call\(\) of the supported Keras layer Dense"):
+    with pytest.raises(
+        ValueError, match=r"'od' \(OverriddenDense\).*overrides the call\(\) of the supported Keras layer Dense"
+    ):
         create_analyzer("guided_backprop", model)
     leaky = keras.Sequential([keras.Input((3,)), keras.layers.ReLU(negative_slope=0.1, name="leaky")])
     with pytest.raises(ValueError, match=r"'leaky' \(ReLU\).*a ReLU with a threshold or a negative slope"):
@@ -890,22 +986,39 @@ def test_keras_ops_in_a_functional_graph():
         return (h[:, 3:] + h[:, :3]) @ w2 + b2
 
     guided = make_rule("guided_backprop")
-    np.testing.assert_allclose(tape_gradient(lambda v: guided.forward(model, v), x, 1), tape_gradient(guided_by_hand, x, 1),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        tape_gradient(lambda v: guided.forward(model, v), x, 1),
+        tape_gradient(guided_by_hand, x, 1),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     squared = keras.Model(inputs, keras.ops.multiply(inputs, inputs))
-    with pytest.raises(ValueError, match=r"\(Multiply\).*register_layer\(keras\.src\.ops\.numpy\.Multiply, \"linear\"\)"):
+    with pytest.raises(
+        ValueError, match=r"\(Multiply\).*register_layer\(keras\.src\.ops\.numpy\.Multiply, \"linear\"\)"
+    ):
         create_analyzer("guided_backprop", squared)
 
 
 def test_separable_conv_passes_guided_backprop_and_is_explained_to_pattern_rules():
-    separable = keras.Sequential([keras.Input((6, 6, 2)),
-                                  keras.layers.SeparableConv2D(3, 3, activation="relu", name="sep"),
-                                  keras.layers.Flatten(), keras.layers.Dense(2, name="out")])
+    separable = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.SeparableConv2D(3, 3, activation="relu", name="sep"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
     set_random_weights(separable, 19)
     depthwise_kernel, pointwise_kernel, bias, dense_kernel, dense_bias = separable.get_weights()
-    split = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.DepthwiseConv2D(3, use_bias=False, name="dw"),
-                              keras.layers.Conv2D(3, 1, activation="relu", name="pw"),
-                              keras.layers.Flatten(), keras.layers.Dense(2, name="out")])
+    split = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.DepthwiseConv2D(3, use_bias=False, name="dw"),
+            keras.layers.Conv2D(3, 1, activation="relu", name="pw"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
     split.set_weights([depthwise_kernel, pointwise_kernel, bias, dense_kernel, dense_bias])
     x = np.random.default_rng(19).normal(0, 1, (2, 6, 6, 2)).astype(np.float32)
     np.testing.assert_allclose(separable(x).numpy(), split(x).numpy(), rtol=1e-5, atol=1e-6)
@@ -913,14 +1026,24 @@ def test_separable_conv_passes_guided_backprop_and_is_explained_to_pattern_rules
     expected = create_analyzer("guided_backprop", split).analyze(x, 1)
     assert not np.allclose(expected, create_analyzer("gradient", split).analyze(x, 1))
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match=r"'sep' \(SeparableConv2D\).*two kernels.*DepthwiseConv2D followed by a 1x1 Conv2D"):
+    with pytest.raises(
+        ValueError, match=r"'sep' \(SeparableConv2D\).*two kernels.*DepthwiseConv2D followed by a 1x1 Conv2D"
+    ):
         fit_patterns(separable, x, verbose=False)
 
 
 def test_causal_conv1d_forward_is_unchanged_and_its_patterns_fit():
-    model = set_random_weights(keras.Sequential([
-        keras.Input((9, 2)), keras.layers.Conv1D(3, 3, padding="causal", dilation_rate=2, activation="relu", name="c"),
-        keras.layers.Flatten(), keras.layers.Dense(2, name="out")]), 20)
+    model = set_random_weights(
+        keras.Sequential(
+            [
+                keras.Input((9, 2)),
+                keras.layers.Conv1D(3, 3, padding="causal", dilation_rate=2, activation="relu", name="c"),
+                keras.layers.Flatten(),
+                keras.layers.Dense(2, name="out"),
+            ]
+        ),
+        20,
+    )
     x = np.random.default_rng(20).normal(0, 1, (30, 9, 2)).astype(np.float32)
     patterns = fit_patterns(model, x, verbose=False)
     assert patterns["c"].shape == (3, 2, 3) and np.isfinite(patterns["c"]).all()

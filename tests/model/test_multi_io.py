@@ -162,8 +162,9 @@ def test_multi_input_data_forms_fit_the_same_patterns(form):
 
 def test_dict_outputs_are_chosen_by_key():
     x = keras.Input((3,), name="x")
-    model = set_random_weights(keras.Model(x, {"score": keras.layers.Dense(2, name="s")(x),
-                                               "aux": keras.layers.Dense(1, name="t")(x)}), 8)
+    model = set_random_weights(
+        keras.Model(x, {"score": keras.layers.Dense(2, name="s")(x), "aux": keras.layers.Dense(1, name="t")(x)}), 8
+    )
     grad = create_analyzer("gradient", model, output="score").analyze(np.ones((1, 3), np.float32), 1)
     np.testing.assert_allclose(grad[0], model.get_layer("s").kernel.numpy()[:, 1], rtol=1e-6)
     by_layer = create_analyzer("gradient", model, output="s").analyze(np.ones((1, 3), np.float32), 1)

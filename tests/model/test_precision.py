@@ -22,8 +22,9 @@ def without_op_determinism(restore_op_determinism):
 
 def _patterns(model):
     rng = np.random.default_rng(5)
-    return Patterns({l.name: rng.normal(0, 1, l.kernel.shape).astype(np.float32)
-                     for l in model.layers if hasattr(l, "kernel")})
+    return Patterns(
+        {l.name: rng.normal(0, 1, l.kernel.shape).astype(np.float32) for l in model.layers if hasattr(l, "kernel")}
+    )
 
 
 def _relative_l2(a, b):
@@ -75,7 +76,8 @@ def test_bfloat16_leaves_the_users_model_in_float32(conv_model):
     x = _inputs(conv_model)
     before = conv_model(x).numpy()
     GradientEngine(conv_model, make_rule("gradient"), StraightPath(4, 0.0), compute_dtype="bfloat16")(
-        x, np.zeros(3, np.int32))
+        x, np.zeros(3, np.int32)
+    )
     assert {layer.compute_dtype for layer in conv_model.layers} == {"float32"}
     np.testing.assert_array_equal(conv_model(x).numpy(), before)
 
@@ -108,8 +110,9 @@ def test_analyzers_take_the_speed_options(conv_model, name):
     assert 1e-5 < _relative_l2(low, reference) < 0.05
     jitted = create_analyzer(name, conv_model, jit_compile=True, batch_size=5, **settings)
     if name == "integrated_gradients":  # deterministic: equal to the float32 loop
-        np.testing.assert_allclose(jitted.analyze(x, neuron_selection=1), reference, rtol=1e-4,
-                                   atol=1e-6 * np.abs(reference).max())
+        np.testing.assert_allclose(
+            jitted.analyze(x, neuron_selection=1), reference, rtol=1e-4, atol=1e-6 * np.abs(reference).max()
+        )
     else:  # XLA's own Philox numbers: reproducible, and a SmoothGrad of the same scale
         first = jitted.analyze(x, neuron_selection=1)
         np.testing.assert_array_equal(first, jitted.analyze(x, neuron_selection=1))

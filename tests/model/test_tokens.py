@@ -20,13 +20,15 @@ FAST = {
 
 def conv_text_model(length=LENGTH):
     """int tokens -> Embedding(11, 4) -> Conv1D(5, 3, relu) -> GlobalMaxPooling1D -> Dense(2)."""
-    model = keras.Sequential([
-        keras.Input((length,), dtype="int32", name="tokens"),
-        keras.layers.Embedding(VOCAB, DIM, name="emb"),
-        keras.layers.Conv1D(5, 3, activation="relu", name="conv"),
-        keras.layers.GlobalMaxPooling1D(name="pool"),
-        keras.layers.Dense(2, name="out"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((length,), dtype="int32", name="tokens"),
+            keras.layers.Embedding(VOCAB, DIM, name="emb"),
+            keras.layers.Conv1D(5, 3, activation="relu", name="conv"),
+            keras.layers.GlobalMaxPooling1D(name="pool"),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
     return set_random_weights(model, 21)
 
 
@@ -84,8 +86,11 @@ def test_baseline_token_ids_are_embedded():
     padding = np.zeros(LENGTH, np.int32)
     result = create_analyzer("integrated_gradients", model, steps=5, baseline=padding).analyze(tokens, 0)
     pad_embedding = embedded(model, padding[None])[0]
-    expected = create_analyzer("integrated_gradients", tail_of(model), steps=5, baseline=pad_embedding).analyze(
-        embedded(model, tokens), 0).sum(-1)
+    expected = (
+        create_analyzer("integrated_gradients", tail_of(model), steps=5, baseline=pad_embedding)
+        .analyze(embedded(model, tokens), 0)
+        .sum(-1)
+    )
     np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6)
     # completeness (IG's axiom): the token scores add up to f(x) - f(padding) for a fine enough path
     fine = create_analyzer("integrated_gradients", model, steps=400, baseline=padding)
@@ -104,8 +109,14 @@ def test_tokens_and_features_with_a_nested_embedding_model():
     """A token input whose Embedding sits in a nested Sequential, next to a float input: one map per input."""
     tokens_in = keras.Input((LENGTH,), dtype="int32", name="tokens")
     features_in = keras.Input((3,), name="features")
-    encoder = keras.Sequential([keras.Input((LENGTH,), dtype="int32"), keras.layers.Embedding(VOCAB, DIM, name="emb"),
-                                keras.layers.GlobalAveragePooling1D()], name="encoder")
+    encoder = keras.Sequential(
+        [
+            keras.Input((LENGTH,), dtype="int32"),
+            keras.layers.Embedding(VOCAB, DIM, name="emb"),
+            keras.layers.GlobalAveragePooling1D(),
+        ],
+        name="encoder",
+    )
     h = keras.layers.Concatenate()([encoder(tokens_in), features_in])
     model = set_random_weights(keras.Model([tokens_in, features_in], keras.layers.Dense(2, name="out")(h)), 2)
     tokens, features = tokens_for(2, 7), np.ones((2, 3), np.float32)
@@ -131,13 +142,15 @@ def test_text_example_finds_the_key_token():
         return tokens, labels.astype("int32")
 
     tokens, labels = make(600)
-    model = keras.Sequential([
-        keras.Input((length,), dtype="int32"),
-        keras.layers.Embedding(vocab, 8),
-        keras.layers.Conv1D(8, 3, padding="same", activation="relu"),
-        keras.layers.GlobalMaxPooling1D(),
-        keras.layers.Dense(2),  # logits
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((length,), dtype="int32"),
+            keras.layers.Embedding(vocab, 8),
+            keras.layers.Conv1D(8, 3, padding="same", activation="relu"),
+            keras.layers.GlobalMaxPooling1D(),
+            keras.layers.Dense(2),  # logits
+        ]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(tokens, labels, epochs=10, batch_size=32, verbose=0)
 
@@ -151,22 +164,35 @@ def test_text_example_finds_the_key_token():
 def test_token_errors():
     model = conv_text_model()
     analyzer = create_analyzer("gradient", model)
-    with pytest.raises(ValueError, match=r"x holds token ids for Embedding 'emb' \(Embedding\): integers in "
-                                         r"\[0, 11\) \(its input_dim\), got 11 \(sample 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"x holds token ids for Embedding 'emb' \(Embedding\): integers in "
+        r"\[0, 11\) \(its input_dim\), got 11 \(sample 1\)",
+    ):
         analyzer.analyze(np.array([[0] * LENGTH, [11] + [0] * (LENGTH - 1)]))
-    with pytest.raises(ValueError, match=r"x holds token ids for Embedding 'emb' \(Embedding\), which must be whole "
-                                         r"numbers; got 0.5 \(sample 0\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"x holds token ids for Embedding 'emb' \(Embedding\), which must be whole "
+        r"numbers; got 0.5 \(sample 0\)",
+    ):
         analyzer.analyze(np.full((1, LENGTH), 0.5))
     with pytest.raises(ValueError, match=r"x must have shape \(batch, 6\), got \(1, 5\)"):
         analyzer.analyze(np.zeros((1, 5), np.int32))
     # float token ids with whole values are accepted (a float32 keras.Input feeding an Embedding)
-    np.testing.assert_array_equal(analyzer.analyze(np.ones((1, LENGTH), np.float32), 0),
-                                  analyzer.analyze(np.ones((1, LENGTH), np.int64), 0))
+    np.testing.assert_array_equal(
+        analyzer.analyze(np.ones((1, LENGTH), np.float32), 0), analyzer.analyze(np.ones((1, LENGTH), np.int64), 0)
+    )
 
 
 def test_models_that_cannot_be_explained_on_tokens():
-    masked = keras.Sequential([keras.Input((LENGTH,), dtype="int32"), keras.layers.Embedding(VOCAB, DIM, mask_zero=True,
-                               name="emb"), keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
+    masked = keras.Sequential(
+        [
+            keras.Input((LENGTH,), dtype="int32"),
+            keras.layers.Embedding(VOCAB, DIM, mask_zero=True, name="emb"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(2),
+        ]
+    )
     with pytest.raises(ValueError, match=r"Embedding 'emb' \(Embedding\) on input '.*' has mask_zero=True"):
         create_analyzer("integrated_gradients", masked)
     ints = keras.Input((3,), dtype="int32", name="counts")

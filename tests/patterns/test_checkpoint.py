@@ -21,13 +21,18 @@ def killed_after(data, batch_size, batches):
     for index, start in enumerate(range(0, len(data), batch_size)):
         if index == batches:
             raise KeyboardInterrupt("killed")
-        yield data[start:start + batch_size]
+        yield data[start : start + batch_size]
 
 
 def interrupted(model, data, path, batch_size, batches, checkpoint_every):
     with pytest.raises(KeyboardInterrupt):
-        fit_patterns(model, killed_after(data, batch_size, batches), verbose=False, checkpoint=path,
-                     checkpoint_every=checkpoint_every)
+        fit_patterns(
+            model,
+            killed_after(data, batch_size, batches),
+            verbose=False,
+            checkpoint=path,
+            checkpoint_every=checkpoint_every,
+        )
     with np.load(path) as saved:
         return json.loads(str(saved["__pgig_tf_checkpoint__"]))
 
@@ -40,8 +45,9 @@ def assert_patterns_close(got, expected):
 
 
 @pytest.mark.parametrize("resume_batch_size", [64, 30, 7])
-def test_a_checkpoint_resumed_with_another_batch_size_gives_the_uninterrupted_patterns(conv_model, tmp_path,
-                                                                                        resume_batch_size):
+def test_a_checkpoint_resumed_with_another_batch_size_gives_the_uninterrupted_patterns(
+    conv_model, tmp_path, resume_batch_size
+):
     # 96 of 150 samples counted in batches of 32; resumed from the array in batches of 64 (the batch
     # 64..127 is split at 96), 30 (split at 96 = 90 + 6) or 7 (at 96 = 91 + 5)
     data = data_of(150)
@@ -64,19 +70,28 @@ def test_a_checkpoint_refuses_other_data_fewer_samples_another_model_or_kind(con
     interrupted(conv_model, data, path, batch_size=10, batches=5, checkpoint_every=2)  # 40 samples counted
     other = data.copy()
     other[37, 4, 4, 1] += 1.0  # one value among the samples counted
-    with pytest.raises(ValueError, match=r"written for other data: the first 40 samples of this data differ from the "
-                                         r"40 it has counted .* resume it with the same data in the same order"):
+    with pytest.raises(
+        ValueError,
+        match=r"written for other data: the first 40 samples of this data differ from the "
+        r"40 it has counted .* resume it with the same data in the same order",
+    ):
         fit_patterns(conv_model, other, batch_size=16, verbose=False, checkpoint=path)
     with pytest.raises(ValueError, match=r"written for other data"):  # same samples, another order
         fit_patterns(conv_model, data[::-1], batch_size=10, verbose=False, checkpoint=path)
     with pytest.raises(ValueError, match=r"has counted 40 samples, but this data holds only 30: it is other data"):
         fit_patterns(conv_model, data[:30], verbose=False, checkpoint=path)
     retrained = set_random_weights(keras.models.clone_model(conv_model), 3)
-    with pytest.raises(OtherModelError, match=r"checkpoint .* was written for another model than .*: layer 'c1' "
-                                              r"weights differ; .*Delete it or use another checkpoint path"):
+    with pytest.raises(
+        OtherModelError,
+        match=r"checkpoint .* was written for another model than .*: layer 'c1' "
+        r"weights differ; .*Delete it or use another checkpoint path",
+    ):
         fit_patterns(retrained, data, verbose=False, checkpoint=path)
-    with pytest.raises(ValueError, match=r"belongs to another model or kind: it was written with kind='relu', this "
-                                         r"fit has kind='linear'"):
+    with pytest.raises(
+        ValueError,
+        match=r"belongs to another model or kind: it was written with kind='relu', this "
+        r"fit has kind='linear'",
+    ):
         fit_patterns(conv_model, data, kind="linear", verbose=False, checkpoint=path)
     # each refusal left the checkpoint as it was: the right data still resumes it
     resumed = fit_patterns(conv_model, data, batch_size=25, verbose=False, checkpoint=path)
@@ -119,8 +134,11 @@ def test_a_checkpoint_of_the_previous_version_resumes_by_sample_count_with_a_war
     old = tmp_path / "old.npz"
     with open(old, "wb") as file:  # the previous version's layout: sums, progress and kind, nothing else
         np.savez(file, **sums, __progress__=np.array([2, 20], np.int64), __kind__=np.array("relu"))
-    with pytest.warns(UserWarning, match=r"written by an earlier pgig_tf without a model or data fingerprint: "
-                                         r"resuming after its 20 samples"):
+    with pytest.warns(
+        UserWarning,
+        match=r"written by an earlier pgig_tf without a model or data fingerprint: "
+        r"resuming after its 20 samples",
+    ):
         resumed = fit_patterns(conv_model, data, batch_size=15, verbose=False, checkpoint=old)
     assert_patterns_close(resumed, fit_patterns(conv_model, data, verbose=False))
     with np.load(old) as saved:

@@ -20,18 +20,22 @@ def assert_patterns_close(ours, expected, name):
 
 
 @pytest.mark.parametrize("kind", ["relu", "linear"])
-@pytest.mark.parametrize(
-    "padding,strides,dilation", [("same", 1, 1), ("valid", 2, 1), ("same", 2, 1), ("valid", 1, 2)]
-)
+@pytest.mark.parametrize("padding,strides,dilation", [("same", 1, 1), ("valid", 2, 1), ("same", 2, 1), ("valid", 1, 2)])
 def test_conv_patterns_match_reference(kind, padding, strides, dilation):
-    model = set_random_weights(keras.Sequential([
-        keras.Input((7, 7, 2)),
-        keras.layers.Conv2D(3, 3, padding=padding, strides=strides, dilation_rate=dilation, name="c1"),
-        keras.layers.ReLU(name="r1"),
-        keras.layers.Conv2D(4, 2, activation="relu", name="c2"),
-        keras.layers.Flatten(name="f"),
-        keras.layers.Dense(3, name="out"),
-    ]), 21, scale=0.4)
+    model = set_random_weights(
+        keras.Sequential(
+            [
+                keras.Input((7, 7, 2)),
+                keras.layers.Conv2D(3, 3, padding=padding, strides=strides, dilation_rate=dilation, name="c1"),
+                keras.layers.ReLU(name="r1"),
+                keras.layers.Conv2D(4, 2, activation="relu", name="c2"),
+                keras.layers.Flatten(name="f"),
+                keras.layers.Dense(3, name="out"),
+            ]
+        ),
+        21,
+        scale=0.4,
+    )
     data = np.random.default_rng(0).normal(0.3, 1.0, (50, 7, 7, 2)).astype(np.float32)
     ours = fit_patterns(model, data, kind=kind, batch_size=16, verbose=False)
     specs = to_reference(model)
@@ -42,9 +46,16 @@ def test_conv_patterns_match_reference(kind, padding, strides, dilation):
 
 
 def test_dense_patterns_match_reference_with_dead_unit():
-    model = set_random_weights(keras.Sequential([
-        keras.Input((4,)), keras.layers.Dense(3, activation="relu", name="h"), keras.layers.Dense(2, name="o"),
-    ]), 5)
+    model = set_random_weights(
+        keras.Sequential(
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(3, activation="relu", name="h"),
+                keras.layers.Dense(2, name="o"),
+            ]
+        ),
+        5,
+    )
     kernel, bias = model.layers[0].get_weights()
     bias[1] = -100.0  # unit 1 is never active: its pattern must be exactly 0
     model.layers[0].set_weights([kernel, bias])
@@ -85,16 +96,20 @@ def test_data_forms_give_the_same_patterns(conv_model):
 def test_accumulation_keeps_precision_over_a_million_samples():
     """1e6 samples in 500 batches match a float64 computation over all of them."""
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="relu", name="d")])
-    model.layers[0].set_weights([np.array([[1.0, -0.5], [0.5, 1.0], [-0.3, 0.8]], np.float32),
-                                 np.array([0.2, -0.1], np.float32)])
+    model.layers[0].set_weights(
+        [np.array([[1.0, -0.5], [0.5, 1.0], [-0.3, 0.8]], np.float32), np.array([0.2, -0.1], np.float32)]
+    )
     rng = np.random.default_rng(0)
     mixing = np.array([[1.0, 0.3, 0.0], [0.0, 1.0, 0.5], [0.2, 0.0, 1.0]], np.float32)
     batches = [(rng.normal(0, 1, (2000, 3)) @ mixing + 2.0).astype(np.float32) for _ in range(500)]
     ours = fit_patterns(model, iter(batches), verbose=False)
     assert ours.num_samples == 1_000_000
-    expected = ref.patterns_dense(np.concatenate(batches).astype(np.float64),
-                                  np.asarray(model.layers[0].kernel, np.float64),
-                                  np.asarray(model.layers[0].bias, np.float64), kind="relu")
+    expected = ref.patterns_dense(
+        np.concatenate(batches).astype(np.float64),
+        np.asarray(model.layers[0].kernel, np.float64),
+        np.asarray(model.layers[0].bias, np.float64),
+        kind="relu",
+    )
     np.testing.assert_allclose(ours["d"], expected, rtol=2e-4, atol=1e-6)
 
 
@@ -132,12 +147,13 @@ def test_fitting_resumes_from_a_checkpoint(tmp_path, conv_model):
         for index, start in enumerate(range(0, 50, 5)):
             if index == count:
                 raise KeyboardInterrupt("killed")
-            yield data[start:start + 5]
+            yield data[start : start + 5]
 
     with pytest.raises(KeyboardInterrupt):
         fit_patterns(conv_model, killed_after(7), verbose=False, checkpoint=path, checkpoint_every=3)
-    resumed = fit_patterns(conv_model, (data[i:i + 5] for i in range(0, 50, 5)),
-                           verbose=False, checkpoint=path, checkpoint_every=3)
+    resumed = fit_patterns(
+        conv_model, (data[i : i + 5] for i in range(0, 50, 5)), verbose=False, checkpoint=path, checkpoint_every=3
+    )
     whole = fit_patterns(conv_model, data, batch_size=5, verbose=False)
     assert resumed.num_samples == 50
     for name in whole:

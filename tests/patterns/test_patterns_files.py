@@ -17,7 +17,9 @@ from pgig_tf.files import CHECKSUM_KEY, CorruptFileError, MissingFileError, writ
 from pgig_tf.model.fingerprint import OtherModelError, OtherModelWarning, model_fingerprint
 
 META = "__pgig_tf_meta__"
-EXPECTED = " cannot be read as a pgig_tf patterns file (written by Patterns.save, or an .npz of layer name -> pattern array): "
+EXPECTED = (
+    " cannot be read as a pgig_tf patterns file (written by Patterns.save, or an .npz of layer name -> pattern array): "
+)
 REMEDY = "Fit the patterns again (fit_patterns(model, data)) and save them, or pass the path of an intact copy."
 
 
@@ -31,8 +33,11 @@ def assert_same_patterns(got, expected):
     for name in expected:
         assert got[name].dtype == expected[name].dtype
         np.testing.assert_array_equal(got[name], expected[name])
-    assert (got.kind, got.num_samples, got.model_fingerprint) == (expected.kind, expected.num_samples,
-                                                                  expected.model_fingerprint)
+    assert (got.kind, got.num_samples, got.model_fingerprint) == (
+        expected.kind,
+        expected.num_samples,
+        expected.model_fingerprint,
+    )
 
 
 def load_error(path):
@@ -54,8 +59,12 @@ def test_save_writes_format_fingerprint_and_checksum_and_load_verifies_them(dens
     with np.load(path) as data:
         assert sorted(data.files) == sorted([CHECKSUM_KEY, META, "d1", "d2", "d3"])
         meta = json.loads(str(data[META]))
-    assert (meta["format"], meta["format_version"], meta["kind"], meta["num_samples"]) == ("pgig_tf.patterns", 2,
-                                                                                           "relu", 40)
+    assert (meta["format"], meta["format_version"], meta["kind"], meta["num_samples"]) == (
+        "pgig_tf.patterns",
+        2,
+        "relu",
+        40,
+    )
     assert meta["model_fingerprint"] == patterns.model_fingerprint
     assert_same_patterns(Patterns.load(path), patterns)
 
@@ -94,8 +103,10 @@ def test_no_single_inverted_byte_gives_other_patterns(dense_model, tmp_path):
 def test_other_kinds_of_file_are_refused_saying_what_they_are(dense_model, tmp_path):
     data = np.random.default_rng(1).normal(size=(16, 6)).astype(np.float32)
     analyzer_file = create_analyzer("pgig", dense_model).fit(data, verbose=False).save(tmp_path / "a.npz")
-    assert "it is an analyzer file (written by analyzer.save); read it with pgig_tf.load_analyzer(path, model)" \
+    assert (
+        "it is an analyzer file (written by analyzer.save); read it with pgig_tf.load_analyzer(path, model)"
         in load_error(analyzer_file)
+    )
     checkpoint = tmp_path / "fit.npz"
     fit_patterns(dense_model, data, batch_size=4, verbose=False, checkpoint=checkpoint, checkpoint_every=2)
     assert "it is a fit_patterns checkpoint" in load_error(checkpoint)
@@ -107,7 +118,8 @@ def test_other_kinds_of_file_are_refused_saying_what_they_are(dense_model, tmp_p
     assert "it is an .npz archive with no arrays" in load_error(tmp_path / "nothing.npz")
     np.savez(tmp_path / "ints.npz", d1=np.zeros((6, 5), np.int32))
     assert "it does not hold pattern arrays (pattern for layer 'd1' must be a float array" in load_error(
-        tmp_path / "ints.npz")
+        tmp_path / "ints.npz"
+    )
     os.mkdir(tmp_path / "folder.npz")
     assert "it is a directory" in load_error(tmp_path / "folder.npz")
     with pytest.raises(MissingFileError):
@@ -164,8 +176,14 @@ def test_files_of_the_previous_version_and_plain_npz_still_load(dense_model, tmp
 
 def same_layers(model, activation="relu", seed=None):
     """A copy of `dense_model`'s architecture with layer d1's activation as given and the weights copied (or re-drawn)."""
-    copy = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation=activation, name="d1"),
-                             keras.layers.Dense(4, activation="relu", name="d2"), keras.layers.Dense(3, name="d3")])
+    copy = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(5, activation=activation, name="d1"),
+            keras.layers.Dense(4, activation="relu", name="d2"),
+            keras.layers.Dense(3, name="d3"),
+        ]
+    )
     copy.set_weights(model.get_weights())
     return copy if seed is None else set_random_weights(copy, seed)
 
@@ -174,13 +192,19 @@ def test_patterns_refuse_a_model_with_other_weights_or_activations(dense_model):
     patterns = fitted(dense_model)
     patterns.check(same_layers(dense_model))  # the same model, built again: accepted
     other_weights = same_layers(dense_model, seed=7)
-    with pytest.raises(OtherModelError, match=r"the patterns were fitted on another model than '.*': layer 'd1' "
-                                              r"weights differ; layer 'd2' weights differ; layer 'd3' weights differ\. "
-                                              r"Refit them .* or pass allow_other_model=True"):
+    with pytest.raises(
+        OtherModelError,
+        match=r"the patterns were fitted on another model than '.*': layer 'd1' "
+        r"weights differ; layer 'd2' weights differ; layer 'd3' weights differ\. "
+        r"Refit them .* or pass allow_other_model=True",
+    ):
         patterns.check(other_weights)
     other_activation = same_layers(dense_model, activation="linear")
-    with pytest.raises(OtherModelError, match=r"fitted on another model than '.*': activation of 'd1' is linear here, "
-                                              r"relu at fit time\. "):
+    with pytest.raises(
+        OtherModelError,
+        match=r"fitted on another model than '.*': activation of 'd1' is linear here, "
+        r"relu at fit time\. ",
+    ):
         patterns.check(other_activation)
     with pytest.warns(OtherModelWarning, match=r"activation of 'd1' is linear here, relu at fit time \(used anyway"):
         patterns.check(other_activation, allow_other_model=True)
@@ -212,7 +236,9 @@ def test_analyzers_refuse_patterns_of_another_model_unless_allowed(dense_model, 
 def test_weights_are_hashed_at_fit_save_load_and_construction_never_by_analyze(dense_model, tmp_path, monkeypatch):
     calls = []
     original = fingerprint_module._weights_sha256
-    monkeypatch.setattr(fingerprint_module, "_weights_sha256", lambda layer: calls.append(layer.name) or original(layer))
+    monkeypatch.setattr(
+        fingerprint_module, "_weights_sha256", lambda layer: calls.append(layer.name) or original(layer)
+    )
     x = np.random.default_rng(3).normal(size=(2, 6)).astype(np.float32)
     analyzer = create_analyzer("pgig", dense_model, steps=2).fit(x, verbose=False)
     assert calls == ["d1", "d2", "d3"]  # one fingerprint for the fit and the check of its patterns

@@ -30,7 +30,11 @@ def stand_in():
 
 
 def _kernels(model):
-    return {layer.name: layer.kernel.numpy() for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))}
+    return {
+        layer.name: layer.kernel.numpy()
+        for layer in model.layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+    }
 
 
 def test_import_permutes_fc1_rows_from_chw_to_hwc_and_transposes_convs(stand_in):
@@ -50,7 +54,9 @@ def test_import_permutes_fc1_rows_from_chw_to_hwc_and_transposes_convs(stand_in)
     for c in range(C):
         for h in range(H):
             for w in range(W):
-                np.testing.assert_array_equal(patterns["fc1"][(h * W + w) * C + c], (100 * c + 10 * h + w + 1) * np.arange(1, 7))
+                np.testing.assert_array_equal(
+                    patterns["fc1"][(h * W + w) * C + c], (100 * c + 10 * h + w + 1) * np.arange(1, 7)
+                )
     assert patterns["c1"].shape == (3, 3, 3, 4)
     assert patterns["c1"][2, 1, 0, 3] == 3000 + 0 + 20 + 1  # Keras [kh, kw, in, out] = reference [out, in, kh, kw]
     np.testing.assert_array_equal(patterns["c1"], a0.transpose(2, 3, 1, 0))
@@ -82,7 +88,11 @@ def test_reference_round_trips_and_npz_load(stand_in, tmp_path):
     kernels = _kernels(stand_in)
     reference = to_reference_layout(Patterns(kernels), stand_in)
     assert [(k, v.shape) for k, v in reference.items()] == [
-        ("A_0", (4, 3, 3, 3)), ("A_1", (5, 4, 3, 3)), ("A_2", (30, 6)), ("A_3", (6, 3))]
+        ("A_0", (4, 3, 3, 3)),
+        ("A_1", (5, 4, 3, 3)),
+        ("A_2", (30, 6)),
+        ("A_3", (6, 3)),
+    ]
     assert not np.array_equal(reference["A_2"], kernels["fc1"])  # the rows were permuted
     back = from_reference_layout(reference, stand_in)
     assert back.kind == "relu"

@@ -24,8 +24,16 @@ def to_reference(model):
         if isinstance(layer, keras.layers.Dense):
             specs.append(ref.Dense(weights[0], weights[1], _activation(layer)))
         elif isinstance(layer, keras.layers.Conv2D):
-            specs.append(ref.Conv2D(weights[0], weights[1], tuple(layer.strides), layer.padding,
-                                    tuple(layer.dilation_rate), _activation(layer)))
+            specs.append(
+                ref.Conv2D(
+                    weights[0],
+                    weights[1],
+                    tuple(layer.strides),
+                    layer.padding,
+                    tuple(layer.dilation_rate),
+                    _activation(layer),
+                )
+            )
         elif isinstance(layer, keras.layers.ReLU):
             specs.append(ref.ReLU())
         elif isinstance(layer, keras.layers.MaxPooling2D):

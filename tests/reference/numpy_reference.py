@@ -1,4 +1,5 @@
 """Pure-numpy (float64) reference for gradient / guided / IG / PatternNet / PatternAttribution / PGIG."""
+
 # Layer-spec format: a network is a plain Python list of the dataclasses below, applied in order
 # to a batch x (NHWC images or (N, D) vectors).  Kernels follow TensorFlow/Keras conventions:
 # Dense.W is (D_in, D_out); Conv2D.K is (kh, kw, c_in, c_out) used as cross-correlation.
@@ -15,19 +16,19 @@ F64 = np.float64
 
 @dataclass
 class Dense:
-    W: np.ndarray                # (D_in, D_out)
-    b: np.ndarray                # (D_out,)
-    activation: str = "linear"   # "linear" | "relu"
+    W: np.ndarray  # (D_in, D_out)
+    b: np.ndarray  # (D_out,)
+    activation: str = "linear"  # "linear" | "relu"
 
 
 @dataclass
 class Conv2D:
-    K: np.ndarray                # (kh, kw, c_in, c_out)
-    b: np.ndarray                # (c_out,)
+    K: np.ndarray  # (kh, kw, c_in, c_out)
+    b: np.ndarray  # (c_out,)
     strides: tuple = (1, 1)
-    padding: str = "valid"       # "valid" | "same" (TensorFlow semantics)
+    padding: str = "valid"  # "valid" | "same" (TensorFlow semantics)
     dilation: tuple = (1, 1)
-    activation: str = "linear"   # "linear" | "relu"
+    activation: str = "linear"  # "linear" | "relu"
 
 
 @dataclass
@@ -39,24 +40,24 @@ class ReLU:
 class MaxPool2D:
     pool: tuple = (2, 2)
     strides: tuple | None = None  # None -> same as pool (Keras default)
-    padding: str = "valid"        # "valid" | "same" (window padding never wins the max)
+    padding: str = "valid"  # "valid" | "same" (window padding never wins the max)
 
 
 @dataclass
 class AvgPool2D:
     pool: tuple = (2, 2)
     strides: tuple | None = None
-    padding: str = "valid"        # "valid" | "same" ("same" averages over the real pixels only)
+    padding: str = "valid"  # "valid" | "same" ("same" averages over the real pixels only)
 
 
 @dataclass
 class Flatten:
-    pass                          # NHWC -> (N, H*W*C), numpy row-major
+    pass  # NHWC -> (N, H*W*C), numpy row-major
 
 
 @dataclass
 class Softmax:
-    pass                          # over the last axis
+    pass  # over the last axis
 
 
 RULES = ("gradient", "guided", "pattern_attribution", "pattern_net")
@@ -65,13 +66,13 @@ RULES = ("gradient", "guided", "pattern_attribution", "pattern_net")
 # ----------------------------------------------------------------------------- geometry
 def _out_and_pads(size, k, stride, dilation, padding):
     """TF output size and (before, after) padding along one spatial axis."""
-    ek = (k - 1) * dilation + 1                              # dilated kernel extent
+    ek = (k - 1) * dilation + 1  # dilated kernel extent
     if padding == "valid":
         out, before, after = (size - ek) // stride + 1, 0, 0  # = ceil((size - ek + 1) / stride)
     elif padding == "same":
-        out = -(-size // stride)                             # ceil(size / stride)
+        out = -(-size // stride)  # ceil(size / stride)
         total = max((out - 1) * stride + ek - size, 0)
-        before, after = total // 2, total - total // 2       # odd extra pixel goes AFTER
+        before, after = total // 2, total - total // 2  # odd extra pixel goes AFTER
     else:
         raise ValueError(f"unknown padding {padding!r}")
     if out < 1:
@@ -89,8 +90,12 @@ def _geometry(x_shape, ksize, strides, padding, dilation):
 def _window(i, j, oh, ow, strides, dilation):
     """Slices of the padded input seen by kernel tap (i, j) at all output positions."""
     (sh, sw), (dh, dw) = strides, dilation
-    return (slice(None), slice(i * dh, i * dh + (oh - 1) * sh + 1, sh),
-            slice(j * dw, j * dw + (ow - 1) * sw + 1, sw), slice(None))
+    return (
+        slice(None),
+        slice(i * dh, i * dh + (oh - 1) * sh + 1, sh),
+        slice(j * dw, j * dw + (ow - 1) * sw + 1, sw),
+        slice(None),
+    )
 
 
 def extract_patches(x, ksize, strides=(1, 1), padding="valid", dilation=(1, 1), pad_value=0.0):
@@ -119,7 +124,7 @@ def _col2im(gcols, x_shape, ksize, strides, padding, dilation):
         for j in range(kw):
             gp[_window(i, j, oh, ow, strides, dilation)] += g[:, :, :, i, j, :]
     (pt, _), (pl, _) = pads[1], pads[2]
-    return gp[:, pt:pt + h, pl:pl + w, :]
+    return gp[:, pt : pt + h, pl : pl + w, :]
 
 
 def _pool_args(layer):
@@ -134,12 +139,12 @@ def _forward(layers, x):
     for layer in layers:
         a, aux = x, None
         if isinstance(layer, Dense):
-            aux = x @ np.asarray(layer.W, F64) + np.asarray(layer.b, F64)         # z = xW + b
+            aux = x @ np.asarray(layer.W, F64) + np.asarray(layer.b, F64)  # z = xW + b
             x = np.maximum(aux, 0.0) if layer.activation == "relu" else aux
         elif isinstance(layer, Conv2D):
             K = np.asarray(layer.K, F64)
             cols = extract_patches(x, K.shape[:2], layer.strides, layer.padding, layer.dilation)
-            aux = cols @ K.reshape(-1, K.shape[3]) + np.asarray(layer.b, F64)     # z = patches K + b
+            aux = cols @ K.reshape(-1, K.shape[3]) + np.asarray(layer.b, F64)  # z = patches K + b
             x = np.maximum(aux, 0.0) if layer.activation == "relu" else aux
         elif isinstance(layer, ReLU):
             aux, x = x, np.maximum(x, 0.0)
@@ -147,14 +152,14 @@ def _forward(layers, x):
             ks, st, pad, dil = _pool_args(layer)
             cols = extract_patches(x, ks, st, pad, dil, pad_value=-np.inf)
             cols = cols.reshape(*cols.shape[:3], ks[0] * ks[1], x.shape[3])
-            aux = np.argmax(cols, axis=3)[:, :, :, None, :]                        # first max wins
+            aux = np.argmax(cols, axis=3)[:, :, :, None, :]  # first max wins
             x = np.take_along_axis(cols, aux, axis=3)[:, :, :, 0, :]
         elif isinstance(layer, AvgPool2D):
             ks, st, pad, dil = _pool_args(layer)
             cols = extract_patches(x, ks, st, pad, dil)
             cols = cols.reshape(*cols.shape[:3], ks[0] * ks[1], x.shape[3])
             aux = extract_patches(np.ones((1,) + x.shape[1:3] + (1,)), ks, st, pad, dil).sum(-1)
-            x = cols.sum(axis=3) / aux[..., None]                                  # mean of real pixels
+            x = cols.sum(axis=3) / aux[..., None]  # mean of real pixels
         elif isinstance(layer, Flatten):
             x = x.reshape(x.shape[0], -1)
         elif isinstance(layer, Softmax):
@@ -202,11 +207,11 @@ def _backward(layers, caches, g, rule, patterns):
                 g = _relu_back(g, aux, rule)
             W = np.asarray(layer.W if isinstance(layer, Dense) else layer.K, F64)
             if rule == "pattern_attribution":
-                W = W * pats[li]                       # backward kernel W (*) P
+                W = W * pats[li]  # backward kernel W (*) P
             elif rule == "pattern_net":
-                W = pats[li]                           # backward kernel P
+                W = pats[li]  # backward kernel P
             if isinstance(layer, Dense):
-                g = g @ W.T                            # dL/dx = g W^T
+                g = g @ W.T  # dL/dx = g W^T
             else:
                 gcols = g @ W.reshape(-1, W.shape[3]).T
                 g = _col2im(gcols, a.shape, W.shape[:2], layer.strides, layer.padding, layer.dilation)
@@ -216,7 +221,7 @@ def _backward(layers, caches, g, rule, patterns):
             ks, st, pad, dil = _pool_args(layer)
             n, oh, ow, c = g.shape
             gcols = np.zeros((n, oh, ow, ks[0] * ks[1], c))
-            np.put_along_axis(gcols, aux, g[:, :, :, None, :], axis=3)    # route to the argmax
+            np.put_along_axis(gcols, aux, g[:, :, :, None, :], axis=3)  # route to the argmax
             g = _col2im(gcols, a.shape, ks, st, pad, dil)
         elif isinstance(layer, AvgPool2D):
             ks, st, pad, dil = _pool_args(layer)
@@ -225,7 +230,7 @@ def _backward(layers, caches, g, rule, patterns):
         elif isinstance(layer, Flatten):
             g = g.reshape(a.shape)
         elif isinstance(layer, Softmax):
-            g = aux * (g - np.sum(g * aux, axis=-1, keepdims=True))       # J_softmax^T g
+            g = aux * (g - np.sum(g * aux, axis=-1, keepdims=True))  # J_softmax^T g
     return g
 
 
@@ -291,20 +296,20 @@ def patterns_dense(X, W, b=None, kind="relu"):
     X = np.asarray(X, F64).reshape(len(X), -1)
     W = np.asarray(W, F64)
     b = np.zeros(W.shape[1]) if b is None else np.asarray(b, F64)
-    y = X @ W                                          # (n, U)
+    y = X @ W  # (n, U)
     if kind == "relu":
         active = ((y + b) > 0).astype(F64)
     elif kind == "linear":
         active = np.ones_like(y)
     else:
         raise ValueError(f"unknown kind {kind!r}")
-    n_plus = active.sum(axis=0)                        # (U,)
+    n_plus = active.sum(axis=0)  # (U,)
     safe_n = np.maximum(n_plus, 1.0)
-    Ex_plus = X.T @ active / safe_n                    # E+[x]      (D, U)
-    Exy_plus = X.T @ (active * y) / safe_n             # E+[x y_j]  (D, U)
-    Ey = y.mean(axis=0)                                # E[y_j] over ALL samples
-    num = Exy_plus - Ex_plus * Ey                      # (D, U)
-    den = np.sum(W * num, axis=0)                      # w_j^T num_j
+    Ex_plus = X.T @ active / safe_n  # E+[x]      (D, U)
+    Exy_plus = X.T @ (active * y) / safe_n  # E+[x y_j]  (D, U)
+    Ey = y.mean(axis=0)  # E[y_j] over ALL samples
+    num = Exy_plus - Ex_plus * Ey  # (D, U)
+    den = np.sum(W * num, axis=0)  # w_j^T num_j
     ok = (n_plus > 0) & (den != 0)
     return np.where(ok, num / np.where(ok, den, 1.0), 0.0)
 

@@ -1,4 +1,5 @@
 """Self-tests of the numpy reference implementation (finite differences, hand formulas)."""
+
 import numpy as np
 import pytest
 
@@ -17,27 +18,45 @@ def _conv(rng, kh, kw, cin, cout, **opts):
 def _nets(rng):
     """(name, layers, input shape) for the finite-difference checks."""
     return [
-        ("conv_same_s2_asym_pad+maxpool+dil2_valid", [
-            _conv(rng, 3, 3, 2, 3, strides=(2, 2), padding="same", activation="relu"),  # 10->5, pad (0,1)
-            nr.MaxPool2D((2, 2), strides=(1, 1)),                                       # 5->4
-            _conv(rng, 2, 2, 3, 4, padding="valid", dilation=(2, 2)),                    # 4->2
-            nr.ReLU(), nr.Flatten(), _dense(rng, 16, 5, "relu"), _dense(rng, 5, 3), nr.Softmax(),
-        ], (2, 10, 10, 2)),
-        ("conv_valid_s2+avgpool+maxpool_same", [
-            _conv(rng, 3, 3, 2, 3, strides=(2, 2), padding="valid"),                     # 11->5
-            nr.AvgPool2D((2, 2), strides=(1, 1)),                                       # 5->4
-            _conv(rng, 3, 3, 3, 3, padding="same", dilation=(2, 2), activation="relu"),  # 4->4
-            nr.MaxPool2D((2, 2), strides=(2, 2), padding="same"),                        # 4->2
-            nr.Flatten(), _dense(rng, 12, 4), nr.Softmax(),
-        ], (2, 11, 11, 2)),
-        ("maxpool_same_neg_values+avgpool_same", [
-            _conv(rng, 2, 2, 1, 2, padding="same"),                                      # linear -> negatives
-            nr.MaxPool2D((2, 2), strides=(2, 2), padding="same"),                        # 7->4, pad (0,1)
-            nr.AvgPool2D((3, 3), strides=(2, 2), padding="same"),                        # 4->2
-            nr.Flatten(), _dense(rng, 8, 3),
-        ], (2, 7, 7, 1)),
-        ("dense_only", [_dense(rng, 6, 5, "relu"), nr.ReLU(), _dense(rng, 5, 4), nr.ReLU(),
-                        _dense(rng, 4, 3)], (3, 6)),
+        (
+            "conv_same_s2_asym_pad+maxpool+dil2_valid",
+            [
+                _conv(rng, 3, 3, 2, 3, strides=(2, 2), padding="same", activation="relu"),  # 10->5, pad (0,1)
+                nr.MaxPool2D((2, 2), strides=(1, 1)),  # 5->4
+                _conv(rng, 2, 2, 3, 4, padding="valid", dilation=(2, 2)),  # 4->2
+                nr.ReLU(),
+                nr.Flatten(),
+                _dense(rng, 16, 5, "relu"),
+                _dense(rng, 5, 3),
+                nr.Softmax(),
+            ],
+            (2, 10, 10, 2),
+        ),
+        (
+            "conv_valid_s2+avgpool+maxpool_same",
+            [
+                _conv(rng, 3, 3, 2, 3, strides=(2, 2), padding="valid"),  # 11->5
+                nr.AvgPool2D((2, 2), strides=(1, 1)),  # 5->4
+                _conv(rng, 3, 3, 3, 3, padding="same", dilation=(2, 2), activation="relu"),  # 4->4
+                nr.MaxPool2D((2, 2), strides=(2, 2), padding="same"),  # 4->2
+                nr.Flatten(),
+                _dense(rng, 12, 4),
+                nr.Softmax(),
+            ],
+            (2, 11, 11, 2),
+        ),
+        (
+            "maxpool_same_neg_values+avgpool_same",
+            [
+                _conv(rng, 2, 2, 1, 2, padding="same"),  # linear -> negatives
+                nr.MaxPool2D((2, 2), strides=(2, 2), padding="same"),  # 7->4, pad (0,1)
+                nr.AvgPool2D((3, 3), strides=(2, 2), padding="same"),  # 4->2
+                nr.Flatten(),
+                _dense(rng, 8, 3),
+            ],
+            (2, 7, 7, 1),
+        ),
+        ("dense_only", [_dense(rng, 6, 5, "relu"), nr.ReLU(), _dense(rng, 5, 4), nr.ReLU(), _dense(rng, 4, 3)], (3, 6)),
     ]
 
 
@@ -45,6 +64,7 @@ def _finite_diff(layers, x, t, eps=1e-6):
     def f(z):
         out = nr.forward(layers, z).reshape(len(z), -1)
         return out[np.arange(len(z)), t].sum()
+
     g = np.zeros_like(x)
     for i in np.ndindex(x.shape):
         e = np.zeros_like(x)
@@ -83,16 +103,21 @@ def _conv_loops(x, K, b, strides, padding, dilation):
     patches = np.zeros((n, oh, ow, kh * kw * c))
     for i in range(oh):
         for j in range(ow):
-            patch = xp[:, i * sh:i * sh + ekh:dh, j * sw:j * sw + ekw:dw, :]  # (n, kh, kw, c)
+            patch = xp[:, i * sh : i * sh + ekh : dh, j * sw : j * sw + ekw : dw, :]  # (n, kh, kw, c)
             patches[:, i, j] = patch.reshape(n, -1)
             out[:, i, j] = np.einsum("nabc,abco->no", patch, K) + b
     return out, patches
 
 
-@pytest.mark.parametrize("strides,padding,dilation,hw", [
-    ((1, 1), "valid", (1, 1), (6, 5)), ((2, 2), "same", (1, 1), (8, 7)),
-    ((2, 1), "valid", (1, 2), (9, 8)), ((1, 2), "same", (2, 2), (6, 7)),
-])
+@pytest.mark.parametrize(
+    "strides,padding,dilation,hw",
+    [
+        ((1, 1), "valid", (1, 1), (6, 5)),
+        ((2, 2), "same", (1, 1), (8, 7)),
+        ((2, 1), "valid", (1, 2), (9, 8)),
+        ((1, 2), "same", (2, 2), (6, 7)),
+    ],
+)
 def test_conv_forward_and_patches_match_loops(strides, padding, dilation, hw):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, *hw, 3))
@@ -118,8 +143,9 @@ def test_pattern_attribution_with_unit_patterns_is_value_times_gradient():
     _, layers, shape = _nets(rng)[0]
     x = rng.normal(size=shape)
     t = np.array([0, 2])
-    ones = [np.ones_like(l.W if isinstance(l, nr.Dense) else l.K)
-            for l in layers if isinstance(l, (nr.Dense, nr.Conv2D))]
+    ones = [
+        np.ones_like(l.W if isinstance(l, nr.Dense) else l.K) for l in layers if isinstance(l, (nr.Dense, nr.Conv2D))
+    ]
     weights = [l.W if isinstance(l, nr.Dense) else l.K for l in layers if isinstance(l, (nr.Dense, nr.Conv2D))]
     val = nr.forward(layers, x)[np.arange(2), t].reshape(2, 1, 1, 1)
     expected = nr.gradient(layers, x, t) * val
@@ -150,7 +176,7 @@ def test_pgig_on_linear_dense_is_pattern_scaled_ig():
     P = rng.normal(size=(6, 3))
     x, x0, t = rng.normal(size=(4, 6)), rng.normal(size=6), np.array([0, 1, 2, 1])
     ig = nr.integrated_gradients([layer], x, t, x0, steps=7)
-    np.testing.assert_allclose(ig, (x - x0) * layer.W[:, t].T)            # exact for a linear model
+    np.testing.assert_allclose(ig, (x - x0) * layer.W[:, t].T)  # exact for a linear model
     np.testing.assert_allclose(nr.pgig([layer], x, t, [P], x0, steps=7), P[:, t].T * ig)
 
 
@@ -163,8 +189,9 @@ def test_ig_and_pgig_use_right_riemann_points_and_unit_seed():
     expected = (x - x0) * (nr.gradient(layers, mid, t) + nr.gradient(layers, x, t)) / 2  # k = 1, 2 of m = 2
     np.testing.assert_allclose(nr.integrated_gradients(layers, x, t, x0, steps=2), expected, rtol=1e-12)
     val = nr.forward(layers, x)[np.arange(4), t][:, None]
-    np.testing.assert_allclose(nr.pgig(layers, x, t, P, x0, steps=1),
-                               (x - x0) * nr.pattern_attribution(layers, x, t, P) / val, rtol=1e-10)
+    np.testing.assert_allclose(
+        nr.pgig(layers, x, t, P, x0, steps=1), (x - x0) * nr.pattern_attribution(layers, x, t, P) / val, rtol=1e-10
+    )
 
 
 def test_integrated_gradients_completeness_on_relu_net():
@@ -190,9 +217,9 @@ def _by_hand_pattern(X, w, b, relu):
 
 def test_patterns_dense_signal_recovery_by_hand_and_dead_unit():
     rng = np.random.default_rng(6)
-    a, d = np.array([1.0, 0.0]), np.array([1.0, 1.0])   # signal / distractor directions
+    a, d = np.array([1.0, 0.0]), np.array([1.0, 1.0])  # signal / distractor directions
     s, eps = rng.normal(size=500), rng.normal(size=500)
-    s, eps = np.r_[s, s], np.r_[eps, -eps]              # symmetric noise: uncorrelated with s on any s-set
+    s, eps = np.r_[s, s], np.r_[eps, -eps]  # symmetric noise: uncorrelated with s on any s-set
     X = s[:, None] * a + eps[:, None] * d
     W = np.array([[1.0, 2.0, 1.0, 0.0], [-1.0, 0.5, -1.0, 0.0]])  # unit 0 cancels d; unit 2 dead; unit 3 zero
     b = np.array([0.2, -0.1, -100.0, 0.0])
@@ -201,11 +228,12 @@ def test_patterns_dense_signal_recovery_by_hand_and_dead_unit():
         assert P.shape == W.shape and np.all(np.isfinite(P))
         np.testing.assert_allclose(P[:, 0], a, atol=1e-10)  # the true signal direction
         for j in range(2):
-            np.testing.assert_allclose(P[:, j], _by_hand_pattern(X, W[:, j], b[j], kind == "relu"),
-                                       rtol=1e-10, atol=1e-12)
-        np.testing.assert_array_equal(P[:, 3], 0.0)          # zero denominator -> 0
-    np.testing.assert_array_equal(nr.patterns_dense(X, W, b, "relu")[:, 2], 0.0)   # dead unit -> 0
-    assert np.all(nr.patterns_dense(X, W, b, "linear")[:, 2] != 0)                  # not dead when linear
+            np.testing.assert_allclose(
+                P[:, j], _by_hand_pattern(X, W[:, j], b[j], kind == "relu"), rtol=1e-10, atol=1e-12
+            )
+        np.testing.assert_array_equal(P[:, 3], 0.0)  # zero denominator -> 0
+    np.testing.assert_array_equal(nr.patterns_dense(X, W, b, "relu")[:, 2], 0.0)  # dead unit -> 0
+    assert np.all(nr.patterns_dense(X, W, b, "linear")[:, 2] != 0)  # not dead when linear
     # normalisation w_j^T p_j = 1 for every live unit
     np.testing.assert_allclose(np.sum(W * nr.patterns_dense(X, W, b, "relu"), 0)[:2], 1.0)
 
@@ -221,8 +249,12 @@ def test_patterns_conv2d_equals_dense_on_patches(padding, strides, dilation):
         ref = nr.patterns_dense(patches.reshape(-1, 18), layer.K.reshape(18, 3), layer.b, kind)
         assert P.shape == layer.K.shape
         np.testing.assert_allclose(P, ref.reshape(layer.K.shape), rtol=1e-10)
-        np.testing.assert_allclose(P[:, :, :, 1], _by_hand_pattern(
-            patches.reshape(-1, 18), layer.K[..., 1].ravel(), layer.b[1], kind == "relu").reshape(3, 3, 2))
+        np.testing.assert_allclose(
+            P[:, :, :, 1],
+            _by_hand_pattern(patches.reshape(-1, 18), layer.K[..., 1].ravel(), layer.b[1], kind == "relu").reshape(
+                3, 3, 2
+            ),
+        )
 
 
 def test_compute_patterns_kind_selection():

@@ -8,15 +8,26 @@ import tensorflow as tf
 from conftest import set_random_weights
 from pgig_tf import AttributionCallback, create_analyzer, fit_patterns
 
-METHODS = {"gradient": {}, "integrated_gradients": {"steps": 4}, "pattern_attribution": {},
-           "smoothgrad": {"samples": 3}}
+METHODS = {
+    "gradient": {},
+    "integrated_gradients": {"steps": 4},
+    "pattern_attribution": {},
+    "smoothgrad": {"samples": 3},
+}
 
 
 def tiny_model():
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)), keras.layers.Conv2D(3, 3, activation="relu", name="c"),
-        keras.layers.Flatten(name="f"), keras.layers.Dense(3, name="o")])  # logits
-    model.compile(optimizer=keras.optimizers.SGD(0.5), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(3, 3, activation="relu", name="c"),
+            keras.layers.Flatten(name="f"),
+            keras.layers.Dense(3, name="o"),
+        ]
+    )  # logits
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.5), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     return set_random_weights(model, 4, scale=0.3)
 
 
@@ -42,9 +53,16 @@ def test_callback_writes_maps_during_training_without_retracing(tmp_path):
     images = x[:2]
     model = tiny_model()
     before = create_analyzer("gradient", model).analyze(images, neuron_selection=[0, 1])
-    callback = AttributionCallback(images, methods=METHODS, every=2, png_dir=tmp_path / "png",
-                                   log_dir=str(tmp_path / "tb"), neuron_selection=[0, 1], fit_data=x[:16],
-                                   scale=3)
+    callback = AttributionCallback(
+        images,
+        methods=METHODS,
+        every=2,
+        png_dir=tmp_path / "png",
+        log_dir=str(tmp_path / "tb"),
+        neuron_selection=[0, 1],
+        fit_data=x[:16],
+        scale=3,
+    )
     model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[callback])
 
     # logged before training (step 0) and after epoch 2 (every=2); not after epochs 1 and 3
@@ -69,11 +87,13 @@ def test_callback_writes_maps_during_training_without_retracing(tmp_path):
     assert not np.allclose(after, before)
     np.testing.assert_array_equal(after, create_analyzer("gradient", model).analyze(images, neuron_selection=[0, 1]))
     fresh_pa = create_analyzer("pattern_attribution", model, patterns=fit_patterns(model, x[:16], verbose=False))
-    np.testing.assert_array_equal(callback.latest["pattern_attribution"],
-                                  fresh_pa.analyze(images, neuron_selection=[0, 1]))
-    np.testing.assert_array_equal(callback.latest["smoothgrad"],
-                                  create_analyzer("smoothgrad", model, samples=3, seed=0).analyze(
-                                      images, neuron_selection=[0, 1]))
+    np.testing.assert_array_equal(
+        callback.latest["pattern_attribution"], fresh_pa.analyze(images, neuron_selection=[0, 1])
+    )
+    np.testing.assert_array_equal(
+        callback.latest["smoothgrad"],
+        create_analyzer("smoothgrad", model, samples=3, seed=0).analyze(images, neuron_selection=[0, 1]),
+    )
 
 
 def test_callback_overlay_style_and_png_pixels(tmp_path):
@@ -116,8 +136,9 @@ def test_callback_argument_errors():
 
 def test_set_patterns_updates_in_place_and_matches_a_fresh_analyzer(dense_model):
     rng = np.random.default_rng(2)
-    first, second = (fit_patterns(dense_model, rng.normal(size=(30, 6)).astype(np.float32), verbose=False)
-                     for _ in range(2))
+    first, second = (
+        fit_patterns(dense_model, rng.normal(size=(30, 6)).astype(np.float32), verbose=False) for _ in range(2)
+    )
     x = rng.normal(size=(3, 6)).astype(np.float32)
     analyzer = create_analyzer("pgig", dense_model, steps=3, patterns=first)
     before = analyzer.analyze(x)
@@ -135,19 +156,27 @@ def test_adaptive_smooth_taylor_uses_refitted_patterns(conv_model):
     rng = np.random.default_rng(3)
     first, second = (rng.normal(size=(12, 9, 9, 2)).astype(np.float32) for _ in range(2))
     x = rng.normal(size=(2, 9, 9, 2)).astype(np.float32)
-    settings = {"samples": 3, "noise_scale": "adaptive", "candidates": (0.2,), "criterion": "total_variation",
-                "rule": "pattern_attribution", "seed": 1}
+    settings = {
+        "samples": 3,
+        "noise_scale": "adaptive",
+        "candidates": (0.2,),
+        "criterion": "total_variation",
+        "rule": "pattern_attribution",
+        "seed": 1,
+    }
     analyzer = create_analyzer("smooth_taylor", conv_model, **settings).fit(first, verbose=False)
     before = analyzer.analyze(x)
     got = analyzer.fit(second, verbose=False).analyze(x)
     assert not np.allclose(got, before)
-    np.testing.assert_array_equal(got, create_analyzer("smooth_taylor", conv_model, **settings)
-                                  .fit(second, verbose=False).analyze(x))
+    np.testing.assert_array_equal(
+        got, create_analyzer("smooth_taylor", conv_model, **settings).fit(second, verbose=False).analyze(x)
+    )
 
 
 def test_callback_on_images_without_channel_axis(tmp_path):
-    model = set_random_weights(keras.Sequential([keras.Input((5, 4)), keras.layers.Flatten(),
-                                                 keras.layers.Dense(2)]), 5)
+    model = set_random_weights(
+        keras.Sequential([keras.Input((5, 4)), keras.layers.Flatten(), keras.layers.Dense(2)]), 5
+    )
     images = np.random.default_rng(4).normal(size=(2, 5, 4)).astype(np.float32)
     callback = AttributionCallback(images, methods=["gradient"], png_dir=tmp_path, scale=2)
     callback.set_model(model)

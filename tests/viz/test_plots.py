@@ -22,9 +22,9 @@ RED, WHITE, BLUE = [1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 1.0]
 
 def test_heatmap_is_symmetric_and_clipped():
     a = np.zeros((4, 4, 3))
-    a[0, 0] = [1.0, 1.0, 1.0]     # channel sum 3
+    a[0, 0] = [1.0, 1.0, 1.0]  # channel sum 3
     a[1, 1, 0] = -1.5
-    a[2, 2, 0] = 100.0            # an outlier beyond the percentile
+    a[2, 2, 0] = 100.0  # an outlier beyond the percentile
     h = heatmap(a, percentile=95)
     assert h.max() == 1.0 and h.min() >= -1.0
     assert h[2, 2] == 1.0 and h[0, 0] > 0 > h[1, 1]
@@ -40,14 +40,15 @@ def test_all_zero_map_is_white_not_nan():
 def test_colours_red_positive_blue_negative():
     a = np.array([[1.0, -1.0, 0.0]])
     rgb = heatmap_rgb(a, percentile=100)
-    assert rgb[0, 0, 0] > 0.4 and rgb[0, 0, 2] < 0.1   # red
-    assert rgb[0, 1, 2] > 0.4 and rgb[0, 1, 0] < 0.1   # blue
+    assert rgb[0, 0, 0] > 0.4 and rgb[0, 0, 2] < 0.1  # red
+    assert rgb[0, 1, 2] > 0.4 and rgb[0, 1, 0] < 0.1  # blue
     np.testing.assert_allclose(rgb[0, 2], 1.0, atol=0.01)
 
 
 def test_exact_colours_at_known_values():
-    np.testing.assert_array_equal(diverging_rgb([-1.0, -0.5, 0.0, 0.5, 1.0, 3.0]),
-                                  [BLUE, [0.5, 0.5, 1.0], WHITE, [1.0, 0.5, 0.5], RED, RED])
+    np.testing.assert_array_equal(
+        diverging_rgb([-1.0, -0.5, 0.0, 0.5, 1.0, 3.0]), [BLUE, [0.5, 0.5, 1.0], WHITE, [1.0, 0.5, 0.5], RED, RED]
+    )
     # +max red, -max blue, zero exactly white, half-way pink; channels summed first
     a = np.array([[[1.0, 1.0], [-2.0, 0.0], [0.0, 0.0], [0.5, 0.5]]])
     np.testing.assert_array_equal(heatmap_rgb(a, percentile=100)[0], [RED, BLUE, WHITE, [1.0, 0.5, 0.5]])
@@ -84,17 +85,22 @@ def test_overlay_exact_mix_and_shapes():
     attribution = np.array([[1.0, -1.0, 0.5, 0.0]])
     got = overlay(image, attribution, alpha=0.5, percentile=100)
     assert got.shape == (1, 4, 3)
-    np.testing.assert_allclose(got[0], [
-        [0.5, 0.0, 0.0],                               # 0.5 black + 0.5 red
-        [0.125, 0.125, 0.625],                         # 0.5 grey .25 + 0.5 blue
-        [0.75 * 0.5 + 0.25, 0.75 * 0.5 + 0.125, 0.75 * 0.5 + 0.125],  # weight .25 of pink (1, .5, .5)
-        [1.0, 1.0, 1.0],                               # zero attribution: the image itself
-    ])
+    np.testing.assert_allclose(
+        got[0],
+        [
+            [0.5, 0.0, 0.0],  # 0.5 black + 0.5 red
+            [0.125, 0.125, 0.625],  # 0.5 grey .25 + 0.5 blue
+            [0.75 * 0.5 + 0.25, 0.75 * 0.5 + 0.125, 0.75 * 0.5 + 0.125],  # weight .25 of pink (1, .5, .5)
+            [1.0, 1.0, 1.0],  # zero attribution: the image itself
+        ],
+    )
     rgb = overlay(np.random.default_rng(1).random((6, 7, 3)), np.random.default_rng(2).normal(size=(6, 7, 3)))
     assert rgb.shape == (6, 7, 3) and rgb.min() >= 0.0 and rgb.max() <= 1.0
     with pytest.raises(ValueError, match="alpha must be a number in \\[0, 1\\], got 1.5"):
         overlay(image, attribution, alpha=1.5)
-    with pytest.raises(ValueError, match=r"attribution of spatial shape \(1, 3\) does not match image of shape \(1, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"attribution of spatial shape \(1, 3\) does not match image of shape \(1, 4\)"
+    ):
         overlay(image, attribution[:, :3])
     with pytest.raises(ValueError, match=r"image must be \(H, W, 1\) or \(H, W, 3\)"):
         overlay(np.zeros((1, 4, 2)), attribution)
@@ -128,8 +134,9 @@ def test_grid_titles_each_row(tmp_path, monkeypatch):
     import matplotlib.figure
 
     titles = []
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
-                        lambda fig, *a, **k: titles.extend(ax.get_title() for ax in fig.axes))
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: titles.extend(ax.get_title() for ax in fig.axes)
+    )
     maps = {"m1": np.ones((2, 4, 4, 1)), "m2": -np.ones((2, 4, 4, 1))}
     plot_heatmap_grid(np.zeros((2, 4, 4, 1)), maps, tmp_path / "g.png", row_titles=["a: pred 1", "b: pred 0"])
     assert titles == ["a: pred 1", "m1", "m2", "b: pred 0", "m1", "m2"]
@@ -141,10 +148,14 @@ def test_explain_row_titles():
     probabilities = np.array([[0.1, 0.7, 0.2], [0.5, 0.25, 0.25]])
     assert row_titles(["d/a.png", "b.jpg"], probabilities) == ["a.png\npred 1 (p 0.700)", "b.jpg\npred 0 (p 0.500)"]
     assert row_titles(["a.png", "b.png"], probabilities, explained=[1, 2]) == [
-        "a.png\npred 1 (p 0.700)", "b.png\npred 0 (p 0.500)\nexplains 2 (p 0.250)"]
+        "a.png\npred 1 (p 0.700)",
+        "b.png\npred 0 (p 0.500)\nexplains 2 (p 0.250)",
+    ]
     logits = np.log(probabilities) + 3.0  # not probabilities: their softmax is shown
-    assert row_titles(["a.png", "b.png"], logits) == ["a.png\npred 1 (softmax p 0.700)",
-                                                      "b.png\npred 0 (softmax p 0.500)"]
+    assert row_titles(["a.png", "b.png"], logits) == [
+        "a.png\npred 1 (softmax p 0.700)",
+        "b.png\npred 0 (softmax p 0.500)",
+    ]
     assert row_titles(["a.png"], np.array([[2.5]])) == ["a.png\noutput 2.500"]
 
 
@@ -166,21 +177,39 @@ def test_explain_script(tmp_path, monkeypatch):
 
     drawn = []
     original = pgig_tf.viz.plots.plot_heatmap_grid
-    monkeypatch.setattr(pgig_tf.viz.plots, "plot_heatmap_grid",
-                        lambda *a, **k: (drawn.append(k["row_titles"]), original(*a, **k)))
+    monkeypatch.setattr(
+        pgig_tf.viz.plots, "plot_heatmap_grid", lambda *a, **k: (drawn.append(k["row_titles"]), original(*a, **k))
+    )
 
-    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(2, 3, activation="relu"),
-                              keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(2, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
     model.save(tmp_path / "m.keras")
-    fit_patterns(model, np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype("float32"),
-                 verbose=False).save(tmp_path / "p.npz")
+    fit_patterns(model, np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype("float32"), verbose=False).save(
+        tmp_path / "p.npz"
+    )
     paths = []
     for i in range(2):
         paths.append(str(tmp_path / f"{i}.png"))
         Image.fromarray((np.random.default_rng(i).random((20, 24, 3)) * 255).astype("uint8")).save(paths[-1])
     out = tmp_path / "grid.png"
-    explain.main([str(tmp_path / "m.keras"), *paths, "--patterns", str(tmp_path / "p.npz"), "--out", str(out),
-                  "--methods", "gradient,pgig,smoothgrad"])
+    explain.main(
+        [
+            str(tmp_path / "m.keras"),
+            *paths,
+            "--patterns",
+            str(tmp_path / "p.npz"),
+            "--out",
+            str(out),
+            "--methods",
+            "gradient,pgig,smoothgrad",
+        ]
+    )
     assert out.read_bytes()[:4] == b"\x89PNG" and out.stat().st_size > 10_000
     x = explain.load_images(paths, 16, 16, 3, "unit")
     probabilities = model.predict(x, verbose=0)

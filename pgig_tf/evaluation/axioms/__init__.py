@@ -21,7 +21,21 @@ from pgig_tf.evaluation.axioms.criteria import (
 from pgig_tf.evaluation.axioms.report import main_table, run_axioms, to_markdown
 
 __all__ = [
-    "APPROX", "APPROX_TOL", "AxiomBench", "CHECKS", "COMPLETENESS_LADDERS", "EXACT_TOL", "FAILS", "HOLDS",
-    "NONZERO_TOL", "NOT_APPLICABLE", "PROPERTIES", "PROPERTY_TITLES", "SYMMETRY_LARGE_BUDGETS", "main_table",
-    "run_axioms", "to_markdown", "verdict_from_error",
+    "APPROX",
+    "APPROX_TOL",
+    "AxiomBench",
+    "CHECKS",
+    "COMPLETENESS_LADDERS",
+    "EXACT_TOL",
+    "FAILS",
+    "HOLDS",
+    "NONZERO_TOL",
+    "NOT_APPLICABLE",
+    "PROPERTIES",
+    "PROPERTY_TITLES",
+    "SYMMETRY_LARGE_BUDGETS",
+    "main_table",
+    "run_axioms",
+    "to_markdown",
+    "verdict_from_error",
 ]

@@ -28,7 +28,8 @@ class AxiomBench:
         if num_inputs < 1 or num_background < 1 or num_data < num_background:
             raise ValueError(
                 f"need num_inputs >= 1 and 1 <= num_background <= num_data, got num_inputs={num_inputs}, "
-                f"num_background={num_background}, num_data={num_data}")
+                f"num_background={num_background}, num_data={num_data}"
+            )
         self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.data = N.make_data(self.seed, num_data)
@@ -49,8 +50,9 @@ class AxiomBench:
         """Patterns of `model` fitted (Eq. 2, kind 'relu') on `data` (default: the bench's data), cached."""
         key = (model.name, data_key)
         if key not in self._patterns:
-            self._patterns[key] = fit_patterns(model, self.data if data is None else data, kind="relu",
-                                               batch_size=self.batch_size, verbose=False)
+            self._patterns[key] = fit_patterns(
+                model, self.data if data is None else data, kind="relu", batch_size=self.batch_size, verbose=False
+            )
         return self._patterns[key]
 
     def attribute(self, name, model, x, budget=None, background=None, pattern_data=None, data_key="data"):
@@ -61,6 +63,12 @@ class AxiomBench:
         """
         patterns = self.patterns(model, pattern_data, data_key) if analyzer_class(name).rule_needs_patterns() else None
         settings = {"batch_size": self.batch_size, **(budget or {})}
-        analyzer = build_analyzer(name, model, patterns=patterns, seed=self.seed,
-                                  background=self.background if background is None else background, **settings)
+        analyzer = build_analyzer(
+            name,
+            model,
+            patterns=patterns,
+            seed=self.seed,
+            background=self.background if background is None else background,
+            **settings,
+        )
         return analyzer.analyze(np.asarray(x, np.float32), neuron_selection=0).astype(np.float64)

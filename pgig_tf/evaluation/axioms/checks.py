@@ -44,11 +44,10 @@ SYMMETRY_LARGE_BUDGETS = {
     "smooth_taylor": {"samples": 4096},
 }
 NOT_APPLICABLE_REASONS = {
-    ("completeness", "smoothgrad_squared"): "maps are mean squared gradients, (∂f/∂x)², "
-                                            "not a decomposition of Δf",
+    ("completeness", "smoothgrad_squared"): "maps are mean squared gradients, (∂f/∂x)², not a decomposition of Δf",
     ("completeness", "vargrad"): "maps are gradient variances, (∂f/∂x)², not a decomposition of Δf",
     ("completeness", "pattern_net"): "PatternNet estimates the signal in input space, it is not an attribution "
-                                     "(Kindermans et al., 2018); PatternAttribution is its attribution",
+    "(Kindermans et al., 2018); PatternAttribution is its attribution",
 }
 PLATEAU_POINTS = (1.5, 2.0, 3.0)  # x0 on the plateau of 1 - ReLU(1 - x0); baseline 0
 ONE_FEATURE_STEP = 1.5  # sensitivity (a), generic case: x = ±1.5 e_j against baseline 0
@@ -69,8 +68,13 @@ def budget_label(budget):
 
 
 def _result(property_name, name, value, verdict, metric, budget=None, **details):
-    result = {"verdict": verdict, "value": float(value), "metric": metric, "budget": budget_label(budget),
-              "details": details}
+    result = {
+        "verdict": verdict,
+        "value": float(value),
+        "metric": metric,
+        "budget": budget_label(budget),
+        "details": details,
+    }
     reason = NOT_APPLICABLE_REASONS.get((property_name, name))
     if reason:
         result["verdict"], result["reason"] = C.NOT_APPLICABLE, reason
@@ -91,6 +95,7 @@ def _output(spec, x):
 
 
 # --- completeness ----------------------------------------------------------------------------
+
 
 def completeness_inputs(bench, spec):
     """The first held-out inputs whose |f(x) - f(0)| is at least a quarter of f's spread over the data."""
@@ -115,13 +120,16 @@ def completeness_reference(bench, name, spec, x):
     rng = np.random.default_rng([bench.seed, 20])
     low, high = x.min(axis=1), x.max(axis=1)
     if name == "noise_baseline_ig":
-        means = [np.mean(_output(spec, rng.uniform(lo, hi, (MONTE_CARLO_DRAWS, x.shape[1]))))
-                 for lo, hi in zip(low, high)]
+        means = [
+            np.mean(_output(spec, rng.uniform(lo, hi, (MONTE_CARLO_DRAWS, x.shape[1])))) for lo, hi in zip(low, high)
+        ]
         return fx - np.array(means), "f(x) − E f(b), b ~ U[min x, max x] (Monte Carlo)"
     if name == "smooth_taylor":
         sigma = default_setting(name, "noise_scale") * (high - low)
-        means = [np.mean(_output(spec, row + rng.normal(0.0, s, (MONTE_CARLO_DRAWS, x.shape[1]))))
-                 for row, s in zip(x, sigma)]
+        means = [
+            np.mean(_output(spec, row + rng.normal(0.0, s, (MONTE_CARLO_DRAWS, x.shape[1]))))
+            for row, s in zip(x, sigma)
+        ]
         return fx - np.array(means), "f(x) − E f(x + ε) (Monte Carlo)"
     return fx - _output(spec, np.zeros((1, x.shape[1]))), "f(x) − f(0)"
 
@@ -139,13 +147,19 @@ def completeness(bench, name, ladders=None):
         phi = bench.attribute(name, model, x, budget=budget)
         errors.append(float(np.sum(np.abs(phi.sum(axis=1) - reference)) / np.sum(np.abs(reference))))
     return _result(
-        "completeness", name, errors[-1], C.verdict_from_error(errors[-1], approximable=name in ladders),
-        "Σ over inputs |Σᵢ φᵢ − Δf| / Σ |Δf|", budgets[-1], reference=description,
+        "completeness",
+        name,
+        errors[-1],
+        C.verdict_from_error(errors[-1], approximable=name in ladders),
+        "Σ over inputs |Σᵢ φᵢ − Δf| / Σ |Δf|",
+        budgets[-1],
+        reference=description,
         errors_by_budget={budget_label(b): e for b, e in zip(budgets, errors)},
     )
 
 
 # --- sensitivity ------------------------------------------------------------------------------
+
 
 def sensitivity_a(bench, name):
     """Inputs that differ from the baseline 0 in one feature j with f(x) != f(0) get phi_j != 0.
@@ -156,8 +170,14 @@ def sensitivity_a(bench, name):
     """
     plateau = N.plateau_spec()
     x = np.array([[v, 0.0] for v in PLATEAU_POINTS])
-    phi = bench.attribute(name, bench.model(plateau, "plateau"), x, background=np.zeros((1, 2), np.float32),
-                          pattern_data=N.plateau_data(bench.seed, len(bench.data)), data_key="plateau_data")
+    phi = bench.attribute(
+        name,
+        bench.model(plateau, "plateau"),
+        x,
+        background=np.zeros((1, 2), np.float32),
+        pattern_data=N.plateau_data(bench.seed, len(bench.data)),
+        data_key="plateau_data",
+    )
     plateau_ratios = np.abs(phi[:, 0]) / np.abs(_output(plateau, x) - _output(plateau, np.zeros((1, 2))))
 
     deep = N.deep_spec(bench.seed)
@@ -167,14 +187,21 @@ def sensitivity_a(bench, name):
     if not keep.any():
         raise ValueError(f"seed {bench.seed}: no single-feature step changes the network's output; try another seed")
     features = np.tile(np.arange(N.INPUT_DIM), 2)[keep]
-    phi = bench.attribute(name, bench.model(deep, "deep"), steps[keep],
-                          background=np.zeros((1, N.INPUT_DIM), np.float32))
+    phi = bench.attribute(
+        name, bench.model(deep, "deep"), steps[keep], background=np.zeros((1, N.INPUT_DIM), np.float32)
+    )
     generic_ratios = np.abs(phi[np.arange(len(features)), features]) / np.abs(delta[keep])
     value = min(plateau_ratios.min(), generic_ratios.min())
     return _result(
-        "sensitivity_a", name, value, C.verdict_from_attribution(value), "min |φⱼ| / |Δf| (0 = violated)",
-        plateau_min=float(plateau_ratios.min()), generic_min=float(generic_ratios.min()),
-        plateau_ratios=[float(r) for r in plateau_ratios], generic_cases=int(len(features)),
+        "sensitivity_a",
+        name,
+        value,
+        C.verdict_from_attribution(value),
+        "min |φⱼ| / |Δf| (0 = violated)",
+        plateau_min=float(plateau_ratios.min()),
+        generic_min=float(generic_ratios.min()),
+        plateau_ratios=[float(r) for r in plateau_ratios],
+        generic_cases=int(len(features)),
     )
 
 
@@ -183,11 +210,18 @@ def dummy(bench, name):
     spec = N.dummy_spec(bench.seed)
     phi = bench.attribute(name, bench.model(spec, "dummy"), bench.inputs)
     value = _relative_max(phi[:, -1], phi)
-    return _result("dummy", name, value, C.verdict_from_error(value), "max |φ_dummy| / max |φ|",
-                   exactly_zero=bool(np.all(phi[:, -1] == 0.0)))
+    return _result(
+        "dummy",
+        name,
+        value,
+        C.verdict_from_error(value),
+        "max |φ_dummy| / max |φ|",
+        exactly_zero=bool(np.all(phi[:, -1] == 0.0)),
+    )
 
 
 # --- implementation invariance ------------------------------------------------------------------
+
 
 def implementation_invariance(bench, name, constructions=N.EQUIVALENTS):
     """Maps of the 4-6-1 base network against each functionally equivalent rewrite (patterns fitted
@@ -201,9 +235,15 @@ def implementation_invariance(bench, name, constructions=N.EQUIVALENTS):
         error = _relative_max(phi_a - phi_b, phi_a)
         per[construction] = {"value": error, "verdict": C.verdict_from_error(error)}
     worst_name = max(per, key=lambda c: per[c]["value"])
-    return _result("implementation_invariance", name, per[worst_name]["value"],
-                   C.worst([r["verdict"] for r in per.values()]), "max |φ_A − φ_B| / max |φ_A| (worst rewrite)",
-                   worst_construction=worst_name, constructions=per)
+    return _result(
+        "implementation_invariance",
+        name,
+        per[worst_name]["value"],
+        C.worst([r["verdict"] for r in per.values()]),
+        "max |φ_A − φ_B| / max |φ_A| (worst rewrite)",
+        worst_construction=worst_name,
+        constructions=per,
+    )
 
 
 def invariance_over_seeds(seeds, names=("pattern_attribution", "pgig"), num_data=512):
@@ -265,6 +305,7 @@ def pattern_transformations(bench, constructions=N.EQUIVALENTS):
 
 # --- linearity and symmetry ---------------------------------------------------------------------
 
+
 def linearity(bench, name):
     """phi of f = a f1 + b f2 (one network) against a phi(f1) + b phi(f2): max |difference| / max |a phi1 + b phi2|."""
     spec1, spec2, spec = N.linearity_specs(bench.seed)
@@ -273,8 +314,15 @@ def linearity(bench, name):
     phi = bench.attribute(name, bench.model(spec, "lin_f"), bench.inputs)
     combined = N.LINEARITY_A * phi1 + N.LINEARITY_B * phi2
     value = _relative_max(phi - combined, combined)
-    return _result("linearity", name, value, C.verdict_from_error(value),
-                   "max |φ_f − (aφ₁ + bφ₂)| / max |aφ₁ + bφ₂|", a=N.LINEARITY_A, b=N.LINEARITY_B)
+    return _result(
+        "linearity",
+        name,
+        value,
+        C.verdict_from_error(value),
+        "max |φ_f − (aφ₁ + bφ₂)| / max |aφ₁ + bφ₂|",
+        a=N.LINEARITY_A,
+        b=N.LINEARITY_B,
+    )
 
 
 def _swap_pair(x):
@@ -308,11 +356,19 @@ def symmetry(bench, name, large_budgets=None):
     if analyzer_class(name).rule_needs_patterns() or analyzer_class(name).uses_background:  # fitted on data
         exchangeable = np.concatenate([bench.data, _swap_pair(bench.data)])
         background = np.concatenate([bench.background, _swap_pair(bench.background)])
-        details["exchangeable_data_value"] = error(budget=budgets[-1], pattern_data=exchangeable,
-                                                   data_key="exchangeable", background=background)
+        details["exchangeable_data_value"] = error(
+            budget=budgets[-1], pattern_data=exchangeable, data_key="exchangeable", background=background
+        )
     value = errors[budget_label(budgets[-1])]
-    return _result("symmetry", name, value, C.verdict_from_error(value, approximable=name in large_budgets),
-                   "max |φ₀ − φ₁| / max |φ| at x₀ = x₁", budgets[-1], **details)
+    return _result(
+        "symmetry",
+        name,
+        value,
+        C.verdict_from_error(value, approximable=name in large_budgets),
+        "max |φ₀ − φ₁| / max |φ| at x₀ = x₁",
+        budgets[-1],
+        **details,
+    )
 
 
 CHECKS = {

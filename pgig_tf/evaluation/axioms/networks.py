@@ -22,8 +22,10 @@ LINEARITY_A, LINEARITY_B = 0.7, -1.3  # f = a f1 + b f2
 CONSTRUCTION_TEXT = {
     "permute": "hidden units permuted",
     "rescale": f"hidden layer (kernel, bias) x {RESCALE_C:g}, output kernel x 1/{RESCALE_C:g}",
-    "split": (f"hidden unit {SPLIT['unit']} split into two copies scaled {SPLIT['alpha']:g} and {SPLIT['beta']:g}, "
-              f"outgoing weights x {SPLIT['t']:g}/{SPLIT['alpha']:g} and x {1 - SPLIT['t']:g}/{SPLIT['beta']:g}"),
+    "split": (
+        f"hidden unit {SPLIT['unit']} split into two copies scaled {SPLIT['alpha']:g} and {SPLIT['beta']:g}, "
+        f"outgoing weights x {SPLIT['t']:g}/{SPLIT['alpha']:g} and x {1 - SPLIT['t']:g}/{SPLIT['beta']:g}"
+    ),
     "mixing": "an invertible linear layer M inserted before the hidden layer, hidden kernel M^-1 W",
     "relu_identity": "the input written as ReLU(x) - ReLU(-x) by an extra ReLU layer [I, -I] before the hidden layer",
 }
@@ -42,8 +44,9 @@ def random_spec(rng, sizes):
     names = [f"hidden{i}" if i else "hidden" for i in range(len(sizes) - 2)] + ["out"]
     for i, (name, units) in enumerate(zip(names, sizes[1:])):
         activation = "relu" if i < len(sizes) - 2 else None
-        spec.append(Layer(name, rng.normal(0.0, fan_in ** -0.5, (fan_in, units)), rng.normal(0.0, 0.3, units),
-                          activation))
+        spec.append(
+            Layer(name, rng.normal(0.0, fan_in**-0.5, (fan_in, units)), rng.normal(0.0, 0.3, units), activation)
+        )
         fan_in = units
     return spec
 
@@ -71,6 +74,7 @@ def build(spec, name):
 
 # --- the constructions -----------------------------------------------------------------------
 
+
 def base_spec(seed):
     """Implementation invariance's reference network: 4 -> 6 ReLU -> 1."""
     return random_spec(np.random.default_rng([seed, 10]), [INPUT_DIM, 6, 1])
@@ -91,8 +95,10 @@ def dummy_spec(seed, feature=INPUT_DIM - 1):
 
 def plateau_spec():
     """Seed 003's example f(x) = 1 - ReLU(1 - x0) on two inputs (x1 has weight 0)."""
-    return [Layer("hidden", np.array([[-1.0], [0.0]]), np.array([1.0]), "relu"),
-            Layer("out", np.array([[-1.0]]), np.array([1.0]), None)]
+    return [
+        Layer("hidden", np.array([[-1.0], [0.0]]), np.array([1.0]), "relu"),
+        Layer("out", np.array([[-1.0]]), np.array([1.0]), None),
+    ]
 
 
 def plateau_data(seed, num_samples):
@@ -106,15 +112,17 @@ def symmetric_spec(seed, pairs=3):
     rng = np.random.default_rng([seed, 12])
     columns, biases, outs = [], [], []
     for _ in range(pairs):
-        column = rng.normal(0.0, INPUT_DIM ** -0.5, INPUT_DIM)
+        column = rng.normal(0.0, INPUT_DIM**-0.5, INPUT_DIM)
         partner = column.copy()
         partner[[0, 1]] = column[[1, 0]]
         bias, out = rng.normal(0.0, 0.3), rng.normal(0.0, (2 * pairs) ** -0.5)
         columns += [column, partner]
         biases += [bias, bias]
         outs += [out, out]
-    return [Layer("hidden", np.stack(columns, axis=1), np.array(biases), "relu"),
-            Layer("out", np.array(outs)[:, None], rng.normal(0.0, 0.3, 1), None)]
+    return [
+        Layer("hidden", np.stack(columns, axis=1), np.array(biases), "relu"),
+        Layer("out", np.array(outs)[:, None], rng.normal(0.0, 0.3, 1), None),
+    ]
 
 
 def linearity_specs(seed):
@@ -125,8 +133,12 @@ def linearity_specs(seed):
     heads = np.zeros((10, 2))
     heads[:5, 0], heads[5:, 1] = f1[1].kernel[:, 0], f2[1].kernel[:, 0]
     combined = [
-        Layer("hidden", np.concatenate([f1[0].kernel, f2[0].kernel], axis=1),
-              np.concatenate([f1[0].bias, f2[0].bias]), "relu"),
+        Layer(
+            "hidden",
+            np.concatenate([f1[0].kernel, f2[0].kernel], axis=1),
+            np.concatenate([f1[0].bias, f2[0].bias]),
+            "relu",
+        ),
         Layer("heads", heads, np.concatenate([f1[1].bias, f2[1].bias]), None),
         Layer("combine", np.array([[LINEARITY_A], [LINEARITY_B]]), np.zeros(1), None),
     ]
@@ -151,28 +163,39 @@ def equivalent_spec(spec, construction, seed):
     hidden, out = spec
     if construction == "permute":
         perm = permutation(seed, hidden.kernel.shape[1])
-        return [hidden._replace(kernel=hidden.kernel[:, perm], bias=hidden.bias[perm]),
-                out._replace(kernel=out.kernel[perm])]
+        return [
+            hidden._replace(kernel=hidden.kernel[:, perm], bias=hidden.bias[perm]),
+            out._replace(kernel=out.kernel[perm]),
+        ]
     if construction == "rescale":
         # ReLU is positively homogeneous: relu(c z) / c = relu(z) for c > 0
-        return [hidden._replace(kernel=hidden.kernel * RESCALE_C, bias=hidden.bias * RESCALE_C),
-                out._replace(kernel=out.kernel / RESCALE_C)]
+        return [
+            hidden._replace(kernel=hidden.kernel * RESCALE_C, bias=hidden.bias * RESCALE_C),
+            out._replace(kernel=out.kernel / RESCALE_C),
+        ]
     if construction == "split":
         j, alpha, beta, t = SPLIT["unit"], SPLIT["alpha"], SPLIT["beta"], SPLIT["t"]
         rest = [k for k in range(hidden.kernel.shape[1]) if k != j]
-        kernel = np.concatenate([alpha * hidden.kernel[:, [j]], beta * hidden.kernel[:, [j]], hidden.kernel[:, rest]],
-                                axis=1)
+        kernel = np.concatenate(
+            [alpha * hidden.kernel[:, [j]], beta * hidden.kernel[:, [j]], hidden.kernel[:, rest]], axis=1
+        )
         bias = np.concatenate([[alpha * hidden.bias[j], beta * hidden.bias[j]], hidden.bias[rest]])
         out_kernel = np.concatenate([t / alpha * out.kernel[[j]], (1 - t) / beta * out.kernel[[j]], out.kernel[rest]])
         return [hidden._replace(kernel=kernel, bias=bias), out._replace(kernel=out_kernel)]
     if construction == "mixing":
         m = mixing_matrix(seed, hidden.kernel.shape[0])
-        return [Layer("mix", m, np.zeros(m.shape[1]), None),
-                hidden._replace(kernel=np.linalg.solve(m, hidden.kernel)), out]
+        return [
+            Layer("mix", m, np.zeros(m.shape[1]), None),
+            hidden._replace(kernel=np.linalg.solve(m, hidden.kernel)),
+            out,
+        ]
     if construction == "relu_identity":
         eye = np.eye(hidden.kernel.shape[0])
-        return [Layer("sign_split", np.concatenate([eye, -eye], axis=1), np.zeros(2 * len(eye)), "relu"),
-                hidden._replace(kernel=np.concatenate([hidden.kernel, -hidden.kernel])), out]
+        return [
+            Layer("sign_split", np.concatenate([eye, -eye], axis=1), np.zeros(2 * len(eye)), "relu"),
+            hidden._replace(kernel=np.concatenate([hidden.kernel, -hidden.kernel])),
+            out,
+        ]
     raise ValueError(f"construction must be one of {EQUIVALENTS}, got {construction!r}")
 
 
@@ -193,6 +216,8 @@ def predicted_patterns(construction, patterns, seed, spec):
     if construction == "split":
         j, alpha, beta = SPLIT["unit"], SPLIT["alpha"], SPLIT["beta"]
         rest = [k for k in range(hidden.shape[1]) if k != j]
-        return {"hidden": np.concatenate([hidden[:, [j]] / alpha, hidden[:, [j]] / beta, hidden[:, rest]], axis=1),
-                "out": np.concatenate([alpha * out[[j]], beta * out[[j]], out[rest]])}
+        return {
+            "hidden": np.concatenate([hidden[:, [j]] / alpha, hidden[:, [j]] / beta, hidden[:, rest]], axis=1),
+            "out": np.concatenate([alpha * out[[j]], beta * out[[j]], out[rest]]),
+        }
     return None

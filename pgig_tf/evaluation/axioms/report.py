@@ -47,12 +47,19 @@ def run_axioms(seed=0, methods=None, quick=False, num_data=512, invariance_seeds
             "symmetry": K.symmetry(bench, name, large),
         }
         if progress:
-            progress(f"{name:>22}: " + ", ".join(f"{p} {r['verdict']}" for p, r in results[name].items())
-                     + f" ({time.perf_counter() - start:.0f} s)")
+            progress(
+                f"{name:>22}: "
+                + ", ".join(f"{p} {r['verdict']}" for p, r in results[name].items())
+                + f" ({time.perf_counter() - start:.0f} s)"
+            )
     report = {
         "settings": {
-            "seed": seed, "quick": quick, "num_data": num_data, "num_background": len(bench.background),
-            "num_inputs": bench.num_inputs, "invariance_seeds": invariance_seeds,
+            "seed": seed,
+            "quick": quick,
+            "num_data": num_data,
+            "num_background": len(bench.background),
+            "num_inputs": bench.num_inputs,
+            "invariance_seeds": invariance_seeds,
             "tolerances": {"exact": C.EXACT_TOL, "approximate": C.APPROX_TOL, "nonzero": C.NONZERO_TOL},
             "completeness_ladders": {k: [K.budget_label(b) for b in v] for k, v in ladders.items()},
             "symmetry_large_budgets": {k: K.budget_label(v) for k, v in large.items()},
@@ -72,10 +79,14 @@ def run_axioms(seed=0, methods=None, quick=False, num_data=512, invariance_seeds
     if invariance_seeds > 1 and pattern_methods:
         seeds = list(range(seed, seed + invariance_seeds))
         report["implementation_invariance"]["over_seeds"] = {
-            "seeds": seeds, "methods": K.invariance_over_seeds(seeds, pattern_methods, num_data)}
+            "seeds": seeds,
+            "methods": K.invariance_over_seeds(seeds, pattern_methods, num_data),
+        }
         if progress:
-            progress(f"implementation invariance of {', '.join(pattern_methods)} over seeds {seeds[0]}-{seeds[-1]} "
-                     f"({time.perf_counter() - start:.0f} s)")
+            progress(
+                f"implementation invariance of {', '.join(pattern_methods)} over seeds {seeds[0]}-{seeds[-1]} "
+                f"({time.perf_counter() - start:.0f} s)"
+            )
     if "pgig" in results:
         report["pgig_implementation_invariance"] = pgig_answer(report)
     return report
@@ -117,8 +128,10 @@ def pgig_answer(report):
     broken = [c for c in per if per[c]["verdict"] != C.HOLDS]
     deviations = [patterns[c]["deviation"] for c in kept if patterns.get(c, {}).get("deviation") is not None]
     if not broken:
-        answer = ("On every rewrite tested PGIG's maps agree between functionally equivalent networks "
-                  f"(max relative difference {fmt(max(per[c]['value'] for c in per))}).")
+        answer = (
+            "On every rewrite tested PGIG's maps agree between functionally equivalent networks "
+            f"(max relative difference {fmt(max(per[c]['value'] for c in per))})."
+        )
     else:
         answer = (
             "PGIG is not implementation invariant: between functionally equivalent networks its maps differ by "
@@ -127,9 +140,11 @@ def pgig_answer(report):
         )
         if kept:
             answer += (
-                "; " + _join([PGIG_CONSTRUCTION_WORDS[c] for c in kept])
+                "; "
+                + _join([PGIG_CONSTRUCTION_WORDS[c] for c in kept])
                 + f" leave{'s' if len(kept) == 1 else ''} them unchanged (≤ {fmt(max(per[c]['value'] for c in kept))}"
-                + (f"; ≤ {fmt(max(max(ranges[c]) for c in kept))} over all seeds" if ranges else "") + ")"
+                + (f"; ≤ {fmt(max(max(ranges[c]) for c in kept))} over all seeds" if ranges else "")
+                + ")"
             )
         answer += (
             ". Eq. 2 normalises each unit's pattern (wⱼᵀpⱼ = 1) from covariances with that unit's own output, "
@@ -140,8 +155,10 @@ def pgig_answer(report):
             "covariance estimates and with them the backward kernels w ⊙ p"
         )
         if "mixing" in patterns and patterns["mixing"].get("pa_kernel_difference") is not None:
-            answer += (f" (through the inserted layer, the product of the two w ⊙ p kernels differs from the "
-                       f"original's by {fmt(patterns['mixing']['pa_kernel_difference'])}, relative)")
+            answer += (
+                f" (through the inserted layer, the product of the two w ⊙ p kernels differs from the "
+                f"original's by {fmt(patterns['mixing']['pa_kernel_difference'])}, relative)"
+            )
         answer += "."
     return {"answer": answer, "constructions": per}
 
@@ -192,8 +209,12 @@ def to_markdown(report):
         "",
     ]
     if "pgig_implementation_invariance" in report:
-        out += ["## Is PGIG implementation invariant? (PGIG paper §4.1)", "",
-                report["pgig_implementation_invariance"]["answer"], ""]
+        out += [
+            "## Is PGIG implementation invariant? (PGIG paper §4.1)",
+            "",
+            report["pgig_implementation_invariance"]["answer"],
+            "",
+        ]
     out += _invariance_section(report)
     out += _budget_sections(report)
     out += _criteria_section(report)
@@ -203,9 +224,10 @@ def to_markdown(report):
 def _invariance_section(report):
     inv = report["implementation_invariance"]
     constructions = list(inv["functional_difference"])
-    rows = [[f"`{name}`"] + [_short(r["implementation_invariance"]["details"]["constructions"][c])
-                             for c in constructions]
-            for name, r in report["methods"].items()]
+    rows = [
+        [f"`{name}`"] + [_short(r["implementation_invariance"]["details"]["constructions"][c]) for c in constructions]
+        for name, r in report["methods"].items()
+    ]
     pattern_rows = []
     for c in constructions:
         p = inv["patterns"][c]
@@ -215,19 +237,30 @@ def _invariance_section(report):
     seed_lines = []
     over = inv.get("over_seeds")
     if over:
-        seed_rows = [[f"`{name}`"] + [f"{fmt(min(v))}–{fmt(max(v))}" for v in per.values()]
-                     for name, per in over["methods"].items()]
-        seed_lines = [f"The same check on seeds {over['seeds'][0]}–{over['seeds'][-1]} (fresh data, networks and "
-                      "patterns each), smallest–largest:", "", _table(["method"] + constructions, seed_rows), ""]
+        seed_rows = [
+            [f"`{name}`"] + [f"{fmt(min(v))}–{fmt(max(v))}" for v in per.values()]
+            for name, per in over["methods"].items()
+        ]
+        seed_lines = [
+            f"The same check on seeds {over['seeds'][0]}–{over['seeds'][-1]} (fresh data, networks and "
+            "patterns each), smallest–largest:",
+            "",
+            _table(["method"] + constructions, seed_rows),
+            "",
+        ]
     return [
-        "## Implementation invariance by rewrite", "",
+        "## Implementation invariance by rewrite",
+        "",
         "max |φ_A − φ_B| / max |φ_A| between the 4-6-1 ReLU network A and a functionally equivalent rewrite B; "
-        "pattern analyzers fit their patterns on each network from the same 512 samples.", "",
-        _table(["method"] + constructions, rows), "",
+        "pattern analyzers fit their patterns on each network from the same 512 samples.",
+        "",
+        _table(["method"] + constructions, rows),
+        "",
         "The rewrites, how equal their outputs are (max |f_A − f_B| / max |f_A| on data and inputs), whether the "
         "patterns fitted on B are the ones predicted from A's (p → p/c for a unit scaled by c, p → c·p for a unit "
         "whose input is scaled by c, permuted with the units; max |p_B − predicted| / max |p_B|), and "
-        "PatternAttribution's effective input-to-hidden backward kernel W ⊙ P against A's:", "",
+        "PatternAttribution's effective input-to-hidden backward kernel W ⊙ P against A's:",
+        "",
         _table(["rewrite", "what", "output difference", "patterns vs prediction", "W ⊙ P difference"], pattern_rows),
         "",
     ] + seed_lines
@@ -244,22 +277,36 @@ def _budget_sections(report):
         if len(details["errors_by_budget"]) > 1:
             trend = ", ".join(f"{b}: {fmt(e)}" for b, e in details["errors_by_budget"].items())
             rows.append([f"`{name}`", details["reference"], trend])
-    out = ["## Completeness by budget", "",
-           "Σ over the explained inputs of |Σᵢ φᵢ − Δf| / Σ |Δf| on a 4-8-6-1 ReLU network with biases; "
-           "the reference Δf is the method's own (its baseline, background or noise distribution).", "",
-           _table(["method", "Δf", "error by budget"], rows), ""] if rows else []
+    out = (
+        [
+            "## Completeness by budget",
+            "",
+            "Σ over the explained inputs of |Σᵢ φᵢ − Δf| / Σ |Δf| on a 4-8-6-1 ReLU network with biases; "
+            "the reference Δf is the method's own (its baseline, background or noise distribution).",
+            "",
+            _table(["method", "Δf", "error by budget"], rows),
+            "",
+        ]
+        if rows
+        else []
+    )
     rows = []
     for name, r in report["methods"].items():
         details = r["symmetry"]["details"]
         trend = ", ".join(f"{b}: {fmt(e)}" for b, e in details["errors_by_budget"].items())
         exchangeable = details.get("exchangeable_data_value")
         rows.append([f"`{name}`", trend, "–" if exchangeable is None else fmt(exchangeable)])
-    out += ["## Symmetry by budget and data", "",
-            "max |φ₀ − φ₁| / max |φ| on a network symmetric in x₀, x₁ (hidden units in pairs with swapped "
-            "weights), "
-            "inputs with x₁ = x₀, baseline 0. The last column fits the patterns (and draws Expected Gradients' "
-            "background) from exchangeable data: the data plus its x₀ ↔ x₁ swapped copy.", "",
-            _table(["method", "error by budget", "exchangeable data"], rows), ""]
+    out += [
+        "## Symmetry by budget and data",
+        "",
+        "max |φ₀ − φ₁| / max |φ| on a network symmetric in x₀, x₁ (hidden units in pairs with swapped "
+        "weights), "
+        "inputs with x₁ = x₀, baseline 0. The last column fits the patterns (and draws Expected Gradients' "
+        "background) from exchangeable data: the data plus its x₀ ↔ x₁ swapped copy.",
+        "",
+        _table(["method", "error by budget", "exchangeable data"], rows),
+        "",
+    ]
     return out
 
 
@@ -267,12 +314,14 @@ def _criteria_section(report):
     s = report["settings"]
     na = [(p, name, r["reason"]) for name, m in report["methods"].items() for p, r in m.items() if "reason" in r]
     lines = [
-        "## Criteria and constructions", "",
+        "## Criteria and constructions",
+        "",
         f"Tolerances (`pgig_tf/axioms/criteria.py`): exact {C.EXACT_TOL:g}, approximate {C.APPROX_TOL:g} (only for "
         f"checks run along a budget ladder), non-zero {C.NONZERO_TOL:g}. Data: {s['num_data']} correlated, "
         f"non-exchangeable Gaussian samples in 4-D (x = zA) fit every pattern; Expected Gradients' background "
         f"is its first {s['num_background']} samples; {s['num_inputs']} held-out samples are explained. Every "
-        f"sampling method uses seed {s['seed']}, so two networks get the same noise.", "",
+        f"sampling method uses seed {s['seed']}, so two networks get the same noise.",
+        "",
         "- **completeness**: Σᵢ φᵢ = Δf on a 4-8-6-1 ReLU network with non-zero biases, along a budget ladder "
         "for the path and sampling methods (the largest budget is judged).",
         f"- **sensitivity (a)**: the IG paper's plateau f(x) = 1 − ReLU(1 − x₀) at x₀ = "
