@@ -1,10 +1,17 @@
 """Saving an analyzer (settings and fitted state) to one `.npz` file and rebuilding it for a model.
 
 The file holds a JSON header (format, versions, the analyzer's `ANALYZERS` name, the model's
-input/output shapes, every constructor setting) and one array entry per array-valued setting
-(an IG `baseline`, Expected Gradients' background, each pattern). Settings are whatever
-`Analyzer.get_config()` returns: the concrete class's constructor arguments as they were
-passed, with the state that `fit` changes (patterns, background, seed) as it is at `save`.
+input/output shapes and fingerprint, every constructor setting), one array entry per
+array-valued setting (an IG `baseline`, Expected Gradients' background, each pattern) and a
+SHA-256 checksum of all entries (`pgig_tf.files.write_npz`). Settings are whatever
+`Analyzer.get_config()` returns: every constructor setting as the analyzer holds it at `save`
+(assignments after construction and the state that `fit` changes included).
+
+Reading verifies the checksum: a missing, empty, truncated, damaged or foreign file raises
+`pgig_tf.files.CorruptFileError`. Files of format version 1 (written before the checksum and
+the fingerprint existed) are still read, without verification. The model given to
+`load_analyzer` must be the one the analyzer was saved with (same layers, activations and
+weights; `pgig_tf.model.fingerprint`), or `allow_other_model=True` loads it with a warning.
 
 Settings of the process rather than the method (`Analyzer._runtime_arguments`: the
 `strategy`) are not saved; `load_analyzer(..., strategy=...)` gives the rebuilt analyzer one.
@@ -17,23 +24,35 @@ seed before saving to reproduce maps.
 
 import json
 import os
-import pickle
 import warnings
-import zipfile
 
 import numpy as np
 
-from pgig_tf.files import atomic_write
+from pgig_tf.files import other_kind, read_header, read_npz, unreadable, write_npz
+from pgig_tf.model.fingerprint import OtherModelWarning, cached_fingerprints, check_same_model, model_fingerprint
 from pgig_tf.patterns.patterns import Patterns
 
 FORMAT = "pgig_tf.analyzer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: no checksum, no model fingerprint (still read)
 HEADER_KEY = "__pgig_tf_analyzer__"
-_PATTERNS_META_KEY = "__pgig_tf_meta__"  # the header entry of a `Patterns.save` file
+_EXPECTED = "a pgig_tf analyzer file (written by analyzer.save)"
+_REMEDY = "Save the analyzer again (analyzer.save(path)), or pass the path of an intact copy."
 
 
 def save_analyzer(analyzer, path):
-    """Writes `analyzer`'s settings and fitted state to `path` (exactly that name); returns the path."""
+    """Writes `analyzer`'s settings, fitted state and model fingerprint to `path` (exactly that name), atomically.
+
+    Args:
+        analyzer: an analyzer of a class registered in `pgig_tf.analyzers.ANALYZERS`.
+        path: the file to write.
+
+    Returns:
+        the path, as a string.
+
+    Raises:
+        ValueError: the analyzer's class is not registered.
+        TypeError: a setting cannot be stored (e.g. an arbitrary Python object).
+    """
     from pgig_tf import __version__
     from pgig_tf.analyzers import ANALYZERS
 
@@ -57,36 +76,43 @@ def save_analyzer(analyzer, path):
         "keras_version": _module_version("keras"),
         "analyzer": name,
         "model": _model_signature(analyzer.model),
+        "model_fingerprint": model_fingerprint(analyzer.model),
         "settings": settings,
     }
     path = os.fspath(path)
-    with atomic_write(path, "wb") as file:  # a file object: np.savez would otherwise append ".npz"
-        np.savez(file, **arrays, **{HEADER_KEY: np.array(json.dumps(header))})
+    write_npz(path, {**arrays, HEADER_KEY: np.array(json.dumps(header))})
     return path
 
 
-def load_analyzer(path, model, strict_version=True, strategy=None):
+def load_analyzer(path, model, strict_version=True, strategy=None, allow_other_model=False):
     """The analyzer saved at `path`, rebuilt for `model`; its `analyze` output is bit-identical to the saved one's.
 
-    `strategy` (a `tf.distribute.Strategy`, not saved with the analyzer) runs it on several devices.
+    Args:
+        path: a file written by `analyzer.save`.
+        model: the model the analyzer was saved with (same layers, activations and weights).
+        strict_version: False loads a file of another pgig_tf version, with a warning.
+        strategy: a `tf.distribute.Strategy` (not saved with the analyzer) to run it on several devices.
+        allow_other_model: load it for a model with other layers, activations or weights, with an
+            `OtherModelWarning` naming the differences (the rebuilt analyzer keeps
+            `allow_other_model=True` for its patterns).
 
-    Raises FileNotFoundError for a missing file and ValueError for a file of another kind, a
-    format or pgig_tf version other than this one (`strict_version=False` loads a file of
-    another pgig_tf version with a warning), or a model whose inputs, outputs or layers
-    differ from the ones the analyzer was saved with.
+    Returns:
+        the rebuilt analyzer.
+
+    Raises:
+        pgig_tf.files.CorruptFileError: the file is missing (`MissingFileError`, also a
+            FileNotFoundError), empty, truncated, damaged (checksum), a directory, of another kind
+            (e.g. a patterns file) or of an unknown format version.
+        pgig_tf.model.fingerprint.OtherModelError: `model` is not the model the analyzer was saved
+            with (the message names what differs), unless `allow_other_model`.
+        ValueError: another pgig_tf version (unless `strict_version=False`), an unknown analyzer,
+            other input/output shapes, or settings that do not fit this model.
     """
     from pgig_tf import __version__
     from pgig_tf.analyzers import ANALYZERS
 
     path = os.fspath(path)
     header, arrays = _read(path)
-    if header.get("format") != FORMAT:
-        raise ValueError(f"{path!r} is not a pgig_tf analyzer file (format {header.get('format')!r})")
-    if header.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path!r} has analyzer file format version {header.get('format_version')!r}; "
-            f"this pgig_tf ({__version__}) reads version {FORMAT_VERSION}"
-        )
     saved_version = header.get("pgig_tf_version")
     if saved_version != __version__:
         message = (
@@ -105,11 +131,30 @@ def load_analyzer(path, model, strict_version=True, strategy=None):
             f"{path!r} was saved for a model with inputs {expected['inputs']} and outputs {expected['outputs']}; "
             f"model '{model.name}' has inputs {got['inputs']} and outputs {got['outputs']}"
         )
+    with cached_fingerprints():  # the model's weights are hashed once, for the file's and the patterns' check
+        other = check_same_model(
+            header.get("model_fingerprint"),
+            model,
+            f"{path!r} was saved for",
+            "in the file",
+            allow_other_model,
+            "Load it with the model it was saved with, or pass allow_other_model=True to load it anyway.",
+        )
+        return _rebuild(ANALYZERS[name], path, name, model, header, arrays, strategy, allow_other_model, other)
+
+
+def _rebuild(cls, path, name, model, header, arrays, strategy, allow_other_model, warned):
+    """The analyzer of class `cls` built for `model` with the file's settings (see `load_analyzer`)."""
     settings = {key: _decode(value, arrays) for key, value in header["settings"].items()}
     if strategy is not None:
         settings["strategy"] = strategy
+    if allow_other_model and "allow_other_model" in settings:
+        settings["allow_other_model"] = True  # the file's patterns were fitted on its model
     try:
-        return ANALYZERS[name](model, **settings)
+        with warnings.catch_warnings():
+            if warned:  # said once for the file; the patterns' check would repeat it
+                warnings.simplefilter("ignore", OtherModelWarning)
+            return cls(model, **settings)
     except TypeError as error:
         raise ValueError(f"{path!r}: the saved settings of {name!r} do not fit this pgig_tf: {error}") from error
     except ValueError as error:
@@ -117,36 +162,30 @@ def load_analyzer(path, model, strict_version=True, strategy=None):
 
 
 def _read(path):
-    """(header dict, {entry: array}) of an analyzer file, with clear errors for anything else."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no analyzer file at {path!r}")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
-        raise ValueError(
-            f"{path!r} is not a pgig_tf analyzer file (written by analyzer.save): it is not an .npz archive ({error})"
-        ) from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path!r} is not a pgig_tf analyzer file (written by analyzer.save): it holds one .npy array")
-    with data:
-        if HEADER_KEY not in data.files:
-            hint = (
-                " It is a patterns file: read it with pgig_tf.Patterns.load."
-                if _PATTERNS_META_KEY in data.files
-                else ""
-            )
-            raise ValueError(
-                f"{path!r} is not a pgig_tf analyzer file (written by analyzer.save): it has no "
-                f"{HEADER_KEY!r} entry.{hint}"
-            )
-        try:
-            header = json.loads(str(data[HEADER_KEY]))
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"{path!r} has an unreadable analyzer header: {error}") from None
-        arrays = {key: data[key] for key in data.files if key != HEADER_KEY}
-    if not isinstance(header, dict):
-        raise ValueError(f"{path!r} has an unreadable analyzer header: expected a JSON object")
-    return header, arrays
+    """(header dict, {entry: array}) of an analyzer file, verified; `CorruptFileError` for anything else."""
+    from pgig_tf import __version__
+
+    entries, verified = read_npz(path, _EXPECTED, _REMEDY)
+    if HEADER_KEY not in entries:
+        kind = other_kind(entries, HEADER_KEY)
+        problem = f"it is {kind}" if kind else f"it has no {HEADER_KEY!r} entry"
+        raise unreadable(path, _EXPECTED, problem, "Pass the path of a file written by analyzer.save.")
+    header = read_header(entries, HEADER_KEY, path, _EXPECTED, _REMEDY)
+    del entries[HEADER_KEY]
+    if header.get("format") != FORMAT:
+        raise unreadable(path, _EXPECTED, f"its header names format {header.get('format')!r}", _REMEDY)
+    version = header.get("format_version")
+    if version not in (1, FORMAT_VERSION):
+        raise unreadable(
+            path,
+            _EXPECTED,
+            f"it has analyzer file format version {version!r}; this pgig_tf "
+            f"({__version__}) reads versions 1 and {FORMAT_VERSION}",
+            "Load it with the pgig_tf that wrote it.",
+        )
+    if version >= 2 and not verified:
+        raise unreadable(path, _EXPECTED, "it is damaged: its checksum entry is missing", _REMEDY)
+    return header, entries
 
 
 def _model_signature(model):
@@ -182,6 +221,7 @@ def _encode(value, name, arrays):
             "arrays": keys,
             "kind": value.kind,
             "num_samples": value.num_samples,
+            "model_fingerprint": value.model_fingerprint,
         }
     if isinstance(value, (np.dtype, tf.dtypes.DType)):
         return {"__type__": "dtype", "name": np.dtype(getattr(value, "as_numpy_dtype", value)).name}
@@ -227,5 +267,6 @@ def _decode(value, arrays):
             {layer: arrays[key] for layer, key in zip(value["layers"], value["arrays"])},
             kind=value["kind"],
             num_samples=value["num_samples"],
+            model_fingerprint=value.get("model_fingerprint"),
         )
     raise ValueError(f"unknown setting encoding {kind!r} in an analyzer file")

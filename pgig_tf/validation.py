@@ -1,6 +1,7 @@
 """Checks of what users pass in (inputs, neuron selections, settings), with errors that say what was expected."""
 
 import numbers
+import sys
 
 import numpy as np
 
@@ -223,3 +224,11 @@ def softmax_output_message(method, layer_name):
         "logits, rebuild the last layer with activation=None (same weights) or drop the Softmax layer. Silence "
         "with warnings.filterwarnings('ignore', category=pgig_tf.SoftmaxOutputWarning)."
     )
+
+
+def user_stacklevel():
+    """The `stacklevel` with which the caller's `warnings.warn` names the first frame outside pgig_tf."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("pgig_tf"):
+        frame, level = frame.f_back, level + 1
+    return level

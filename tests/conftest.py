@@ -130,3 +130,40 @@ def conv_model():
     h = keras.layers.Flatten(name="flat")(h)
     outputs = keras.layers.Dense(3, name="out")(h)
     return set_random_weights(keras.Model(inputs, outputs, name="conv_model"), 1)
+
+
+def damaged_copies(path, directory):
+    """Damaged copies of the file at `path`, written into `directory`: a list of (what was done, path).
+
+    The file emptied; cut short at 9 offsets (1 byte, 4, 30, 100, a quarter, half, three quarters,
+    inside the archive's 22-byte end record, and 1 byte short); one byte inverted at a quarter, the
+    middle and three quarters of the file; a directory and a missing file in its place.
+    """
+    raw = open(path, "rb").read()
+    size = len(raw)
+    cases = []
+
+    def add(what, data=None, kind="file"):
+        target = os.path.join(directory, f"damaged_{len(cases)}.npz")
+        if kind == "file":
+            with open(target, "wb") as file:
+                file.write(data)
+        elif kind == "directory":
+            os.mkdir(target)
+        cases.append((what, target))
+
+    add("emptied (0 bytes)", b"")
+    for cut in sorted({1, 4, 30, 100, size // 4, size // 2, 3 * size // 4, size - 10, size - 1}):
+        add(f"cut to {cut} of {size} bytes", raw[:cut])
+    for at in (size // 4, size // 2, 3 * size // 4):
+        add(f"byte {at} of {size} inverted", flip(raw, at))
+    add("a directory in its place", kind="directory")
+    add("missing", kind="missing")
+    return cases
+
+
+def flip(raw, at):
+    """`raw` (bytes) with the byte at offset `at` inverted."""
+    damaged = bytearray(raw)
+    damaged[at] ^= 0xFF
+    return bytes(damaged)

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 import pgig_tf
-from conftest import set_random_weights
+from conftest import damaged_copies, flip, set_random_weights
 from pgig_tf import ANALYZERS, IntegratedGradientsAnalyzer, Patterns, create_analyzer, load_analyzer
+from pgig_tf.files import CHECKSUM_KEY, CorruptFileError, write_npz
+from pgig_tf.model.fingerprint import OtherModelError, OtherModelWarning
 from pgig_tf.persistence import HEADER_KEY
 
 # Non-default settings for every analyzer, so that each setting's round trip shows in the output.
@@ -126,11 +128,14 @@ def test_new_constructor_arguments_round_trip_without_extra_code(dense_model, tm
             self.option = option
 
     monkeypatch.setitem(ANALYZERS, "with_option", WithOption)
-    WithOption(dense_model, steps=np.int64(3), option={"k": [1.5, None]}, batch_size=5).save(tmp_path / "o.npz")
+    WithOption(dense_model, steps=np.int64(3), option={"k": [1.5, None], "n": np.int64(4)}, batch_size=5).save(
+        tmp_path / "o.npz"
+    )
     loaded = load_analyzer(tmp_path / "o.npz", dense_model)
-    assert loaded.option == {"k": [1.5, None]} and loaded.batch_size == 5
+    assert loaded.option == {"k": [1.5, None], "n": 4} and loaded.batch_size == 5
     config = loaded.get_config()
-    assert type(config["steps"]) is np.int64 and config["steps"] == 3
+    assert type(config["option"]["n"]) is np.int64  # numpy scalars keep their type
+    assert type(config["steps"]) is int and config["steps"] == 3  # the attribute, as the analyzer validated it
     assert WithOption(dense_model).get_config()["option"] == ("a", 1)
 
 
@@ -148,34 +153,48 @@ def test_model_that_differs_is_rejected(dense_model, tmp_path):
         ),
         1,
     )
-    with pytest.raises(ValueError, match=r"cannot rebuild .*pattern shape differs from the kernel for 'd1' \(Dense\)"):
+    with pytest.raises(
+        OtherModelError,
+        match=r"saved for another model .*kernel of 'd1' has shape \(6, 7\) here, "
+        r"\(6, 5\) in the file",
+    ):
         load_analyzer(tmp_path / "pa.npz", other_widths)
+    with pytest.warns(OtherModelWarning, match=r"kernel of 'd1' has shape \(6, 7\) here"):  # allowed, but the
+        with pytest.raises(ValueError, match=r"cannot rebuild .*pattern shape differs from the kernel for 'd1'"):
+            load_analyzer(tmp_path / "pa.npz", other_widths, allow_other_model=True)  # patterns cannot fit
     other_input = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match=r"saved for a model with inputs \[\[None, 6\]\].*has inputs \[\[None, 5\]\]"):
         load_analyzer(tmp_path / "pa.npz", other_input)
 
 
 def test_clear_errors_for_missing_foreign_and_other_version_files(dense_model, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no analyzer file at"):
+    with pytest.raises(
+        FileNotFoundError, match="missing.npz' cannot be read as a pgig_tf analyzer file .*no such file"
+    ):
         load_analyzer(tmp_path / "missing.npz", dense_model)
     (tmp_path / "text.npz").write_text("not an archive")
-    with pytest.raises(ValueError, match="is not a pgig_tf analyzer file .*not an .npz archive"):
+    with pytest.raises(
+        CorruptFileError, match="text.npz' cannot be read as a pgig_tf analyzer file .*not a complete .npz archive"
+    ):
         load_analyzer(tmp_path / "text.npz", dense_model)
     np.save(tmp_path / "array.npy", np.zeros(3))
-    with pytest.raises(ValueError, match="holds one .npy array"):
+    with pytest.raises(CorruptFileError, match="holds one .npy array"):
         load_analyzer(tmp_path / "array.npy", dense_model)
     Patterns({"d1": np.zeros((6, 5))}).save(tmp_path / "patterns.npz")
-    with pytest.raises(ValueError, match="It is a patterns file: read it with pgig_tf.Patterns.load"):
+    with pytest.raises(
+        CorruptFileError,
+        match=r"it is a patterns file \(written by Patterns.save\); read it with "
+        r"pgig_tf.Patterns.load",
+    ):
         load_analyzer(tmp_path / "patterns.npz", dense_model)
 
     path = create_analyzer("gradient", dense_model).save(tmp_path / "g.npz")
     with np.load(path) as data:
-        entries = {key: data[key] for key in data.files}
+        entries = {key: data[key] for key in data.files if key != CHECKSUM_KEY}
     header = json.loads(str(entries[HEADER_KEY]))
     header["pgig_tf_version"] = "0.0.1"
     entries[HEADER_KEY] = np.array(json.dumps(header))
-    with open(tmp_path / "old.npz", "wb") as file:
-        np.savez(file, **entries)
+    write_npz(tmp_path / "old.npz", entries)  # as another pgig_tf version would have written it
     with pytest.raises(
         ValueError, match=rf"saved by pgig_tf 0\.0\.1, this is pgig_tf {pgig_tf.__version__}.*strict_version=False"
     ):
@@ -185,9 +204,8 @@ def test_clear_errors_for_missing_foreign_and_other_version_files(dense_model, t
 
     header["format_version"] = 99
     entries[HEADER_KEY] = np.array(json.dumps(header))
-    with open(tmp_path / "future.npz", "wb") as file:
-        np.savez(file, **entries)
-    with pytest.raises(ValueError, match="format version 99; this pgig_tf .* reads version 1"):
+    write_npz(tmp_path / "future.npz", entries)
+    with pytest.raises(CorruptFileError, match="format version 99; this pgig_tf .* reads versions 1 and 2"):
         load_analyzer(tmp_path / "future.npz", dense_model, strict_version=False)
 
 
@@ -201,6 +219,156 @@ def test_save_writes_exactly_the_given_name_and_rejects_unsaveable_settings(dens
     with pytest.raises(ValueError, match="Unregistered is not one of them"):
         Unregistered(dense_model).save(tmp_path / "u.npz")
     analyzer = create_analyzer("integrated_gradients", dense_model)
-    analyzer._constructor_arguments["steps"] = object()
+    analyzer.steps = object()
     with pytest.raises(TypeError, match="cannot save setting 'steps'.*got object"):
         analyzer.save(tmp_path / "bad.npz")
+
+
+ANALYZER_FILE = " cannot be read as a pgig_tf analyzer file (written by analyzer.save): "
+
+
+def fitted_pgig(model, seed=4):
+    data = np.random.default_rng(seed).normal(size=(16, 6)).astype(np.float32)
+    return create_analyzer("pgig", model, steps=3).fit(data, verbose=False)
+
+
+def test_every_damaged_analyzer_file_raises_one_clear_error(dense_model, tmp_path):
+    path = fitted_pgig(dense_model).save(tmp_path / "a.npz")
+    cases = damaged_copies(path, tmp_path)
+    assert len(cases) == 15
+    for what, damaged in cases:
+        with pytest.raises(CorruptFileError) as caught:
+            load_analyzer(damaged, dense_model)
+        error = caught.value
+        assert str(error).startswith(repr(str(damaged)) + ANALYZER_FILE), what
+        assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__), what
+
+
+def test_no_single_inverted_byte_loads_another_analyzer(dense_model, tmp_path):
+    analyzer = fitted_pgig(dense_model)
+    x = np.random.default_rng(5).normal(size=(2, 6)).astype(np.float32)
+    expected = analyzer.analyze(x, 1)
+    raw = open(analyzer.save(tmp_path / "a.npz"), "rb").read()
+    outcomes = {"CorruptFileError": 0, "same analyzer": 0}
+    positions = range(0, len(raw), len(raw) // 60)
+    for at in positions:
+        (tmp_path / "f.npz").write_bytes(flip(raw, at))
+        try:
+            loaded = load_analyzer(tmp_path / "f.npz", dense_model)
+        except CorruptFileError:
+            outcomes["CorruptFileError"] += 1
+            continue
+        assert_same_config(loaded.get_config(), analyzer.get_config())
+        np.testing.assert_array_equal(loaded.analyze(x, 1), expected)
+        outcomes["same analyzer"] += 1
+    assert sum(outcomes.values()) == len(positions) and outcomes["CorruptFileError"] >= 0.85 * len(positions)
+
+
+def copy_of(model, activation="relu", seed=None):
+    """dense_model's architecture with d1's activation as given and its weights copied (or re-drawn with `seed`)."""
+    copy = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(5, activation=activation, name="d1"),
+            keras.layers.Dense(4, activation="relu", name="d2"),
+            keras.layers.Dense(3, name="d3"),
+        ]
+    )
+    copy.set_weights(model.get_weights())
+    return copy if seed is None else set_random_weights(copy, seed)
+
+
+def test_an_analyzer_refuses_another_model_unless_allowed(dense_model, tmp_path):
+    analyzer = fitted_pgig(dense_model)
+    path = analyzer.save(tmp_path / "a.npz")
+    x = np.random.default_rng(6).normal(size=(2, 6)).astype(np.float32)
+    np.testing.assert_array_equal(load_analyzer(path, copy_of(dense_model)).analyze(x, 1), analyzer.analyze(x, 1))
+    other_weights = copy_of(dense_model, seed=9)
+    with pytest.raises(
+        OtherModelError,
+        match=r"a.npz' was saved for another model than '.*': layer 'd1' weights "
+        r"differ; layer 'd2' weights differ; layer 'd3' weights differ\. Load it "
+        r"with the model it was saved with, or pass allow_other_model=True",
+    ):
+        load_analyzer(path, other_weights)
+    with pytest.raises(OtherModelError, match=r"activation of 'd1' is linear here, relu in the file\. Load"):
+        load_analyzer(path, copy_of(dense_model, activation="linear"))
+    gradient = create_analyzer("gradient", dense_model).save(tmp_path / "g.npz")
+    with pytest.raises(OtherModelError, match="layer 'd1' weights differ"):  # every analyzer file, patterns or not
+        load_analyzer(gradient, other_weights)
+
+    with pytest.warns(OtherModelWarning) as caught:
+        loaded = load_analyzer(path, other_weights, allow_other_model=True)
+    said = [str(w.message) for w in caught if w.category is OtherModelWarning]
+    assert len(said) == 1 and "was saved for another model" in said[0] and "layer 'd1' weights differ" in said[0]
+    assert loaded.allow_other_model and loaded.get_config()["allow_other_model"] is True
+    unchecked = create_analyzer("pgig", other_weights, steps=3, patterns=Patterns(dict(analyzer.patterns)))
+    np.testing.assert_array_equal(loaded.analyze(x, 1), unchecked.analyze(x, 1))
+
+
+def test_files_of_the_previous_version_still_load_unverified(dense_model, tmp_path):
+    analyzer = fitted_pgig(dense_model)
+    with np.load(analyzer.save(tmp_path / "a.npz")) as data:
+        entries = {k: data[k] for k in data.files if k != CHECKSUM_KEY}
+    header = json.loads(str(entries[HEADER_KEY]))
+    header["format_version"] = 1  # as the previous version wrote it: no fingerprints, no checksum
+    del header["model_fingerprint"], header["settings"]["patterns"]["model_fingerprint"]
+    del header["settings"]["allow_other_model"]
+    entries[HEADER_KEY] = np.array(json.dumps(header))
+    with open(tmp_path / "v1.npz", "wb") as file:
+        np.savez(file, **entries)
+    loaded = load_analyzer(tmp_path / "v1.npz", copy_of(dense_model, seed=9))  # nothing to tell another model by
+    assert loaded.patterns.model_fingerprint is None and loaded.steps == 3
+    header["format_version"] = 2  # the current version without its checksum: damaged
+    entries[HEADER_KEY] = np.array(json.dumps(header))
+    with open(tmp_path / "unsigned.npz", "wb") as file:
+        np.savez(file, **entries)
+    with pytest.raises(CorruptFileError, match="it is damaged: its checksum entry is missing"):
+        load_analyzer(tmp_path / "unsigned.npz", dense_model)
+
+
+# Settings changed after construction, for several analyzers: (name, constructor settings, changes)
+CHANGED = [
+    ("integrated_gradients", {}, {"steps": 7, "baseline": 0.25, "batch_size": 5}),
+    ("pgig", {}, {"steps": 4, "baseline": np.full((1, 1, 2), -0.5, np.float32)}),
+    ("smoothgrad", {"seed": 1}, {"samples": 3, "noise_scale": 0.4, "seed": 12}),
+    ("smoothgrad_ig", {"seed": 2}, {"steps": 2, "samples": 3, "noise_scale": 0.05, "baseline": 0.1}),
+    ("noise_baseline_ig", {"seed": 3}, {"steps": 3, "samples": 2}),
+    (
+        "smooth_taylor",
+        {"seed": 4, "noise_scale": "adaptive", "candidates": (0.1, 0.4), "criterion": "total_variation"},
+        {"samples": 3, "candidates": (0.2, 0.6)},
+    ),
+    (
+        "smooth_taylor",
+        {"seed": 4, "noise_scale": "adaptive", "candidates": (0.1, 0.4), "criterion": "total_variation"},
+        {"samples": 3, "noise_scale": 0.3},
+    ),
+    ("expected_gradients", {"seed": 5, "samples": 4}, {"samples": 2, "max_background": 3}),
+]
+
+
+@pytest.mark.parametrize("name,settings,changes", CHANGED, ids=[f"{c[0]}-{i}" for i, c in enumerate(CHANGED)])
+def test_settings_changed_after_construction_survive_save_and_load(conv_model, tmp_path, name, settings, changes):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 9, 9, 2)).astype(np.float32)
+    analyzer = create_analyzer(name, conv_model, **settings).fit(
+        rng.normal(size=(8, 9, 9, 2)).astype(np.float32), verbose=False
+    )
+    for key, value in changes.items():
+        setattr(analyzer, key, value)  # before the first analyze call, so the analyzer itself uses them
+    config = analyzer.get_config()
+    for key, value in changes.items():
+        assert config[key] is value, key
+    expected = analyzer.analyze(x, 1)
+    loaded = load_analyzer(analyzer.save(tmp_path / "a.npz"), conv_model)
+    for key, value in changes.items():
+        np.testing.assert_array_equal(getattr(loaded, key), value, err_msg=key)
+    assert_same_config(loaded.get_config(), config)
+    np.testing.assert_array_equal(loaded.analyze(x, 1), expected)
+    fresh = create_analyzer(name, conv_model, **{**settings, **changes, "batch_size": config["batch_size"]})
+    if name == "expected_gradients":
+        fresh.set_background(analyzer.baselines)
+    if fresh.needs_patterns:
+        fresh.set_patterns(analyzer.patterns)
+    np.testing.assert_array_equal(fresh.analyze(x, 1), expected)  # the changed settings are the ones in use

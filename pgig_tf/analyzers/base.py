@@ -2,7 +2,6 @@
 
 import inspect
 import numbers
-import sys
 import warnings
 
 import keras
@@ -12,6 +11,7 @@ import tensorflow as tf
 from pgig_tf.core.engine import START_ONE, GradientEngine
 from pgig_tf.core.rules import make_rule, rule_class, rule_name
 from pgig_tf.model.distribute import check_jit_compile, check_strategy, strategy_scope
+from pgig_tf.model.fingerprint import cached_fingerprints
 from pgig_tf.model.precision import check_compute_dtype
 from pgig_tf.model.spec import ModelSpec, SpecRule
 from pgig_tf.patterns.fitting import fit_patterns
@@ -23,6 +23,7 @@ from pgig_tf.validation import (
     check_seed,
     resolve_neurons,
     softmax_output_message,
+    user_stacklevel,
 )
 
 
@@ -61,10 +62,6 @@ class Analyzer:
     # output saturates; they warn (SoftmaxOutputWarning) when the explained output is a softmax.
     expects_logits = False
 
-    # Settings whose current attribute value is saved instead of the constructor argument:
-    # state that fit() or an assignment changes after construction (see get_config).
-    _state_arguments = ("patterns", "seed")
-
     # Settings of this process's devices, not of the method: `save` leaves them out.
     _runtime_arguments = ("strategy",)
 
@@ -84,8 +81,10 @@ class Analyzer:
                 (name or index of the explained output of a multi-output model), `compute_dtype`
                 (None or 'bfloat16'), `jit_compile` (bool), `strategy` (a tf.distribute.Strategy);
                 `rule` (a name in `core.rules.RULES` or a Rule subclass; default 'gradient') where
-                the class has no `fixed_rule`; `patterns` where the rule may need them; `seed`
-                for random methods.
+                the class has no `fixed_rule`; `patterns` where the rule may need them, with
+                `allow_other_model` (default False: patterns fitted on a model with other layers or
+                weights raise `OtherModelError`; True: they are used with an `OtherModelWarning`);
+                `seed` for random methods.
 
         Raises:
             TypeError: an option this analyzer does not take, or a missing/None model.
@@ -111,6 +110,7 @@ class Analyzer:
         self.batch_size = check_positive_int(options["batch_size"], "batch_size")
         self.rule_name = self.fixed_rule or options.get("rule", "gradient")
         self.needs_patterns = rule_class(self.rule_name).needs_patterns
+        self.allow_other_model = bool(options.get("allow_other_model", False))
         patterns = options.get("patterns")
         if patterns is not None and not isinstance(patterns, Patterns):
             patterns = Patterns(patterns)
@@ -128,6 +128,7 @@ class Analyzer:
             options["rule"] = "gradient"
         if cls.fixed_rule is None or rule_class(cls.fixed_rule).needs_patterns:
             options["patterns"] = None
+            options["allow_other_model"] = False
         if cls.random:
             options["seed"] = None
         options.update(batch_size=64, output=None, compute_dtype=None, jit_compile=False, strategy=None)
@@ -177,15 +178,17 @@ class Analyzer:
             ValueError, TypeError: the data does not fit the model, or a layer cannot have patterns.
         """
         if self.needs_patterns:
-            self.patterns = fit_patterns(
-                self.model,
-                data,
-                kind=kind,
-                batch_size=batch_size or self.batch_size,
-                verbose=verbose,
-                strategy=self.strategy,
-            )
-            self._rule = self._engine = None
+            with cached_fingerprints():  # the model's weights are hashed once, for the patterns and their check
+                self.patterns = fit_patterns(
+                    self.model,
+                    data,
+                    kind=kind,
+                    batch_size=batch_size or self.batch_size,
+                    verbose=verbose,
+                    strategy=self.strategy,
+                )
+                self._rule = self._engine = None
+                self._get_rule()  # built (and checked) here, not in the next analyze call
         elif self._spec.is_array_data(data):
             self._spec.check(data, name="data", embed=False)  # nothing to fit, but wrong data is still an error
         return self
@@ -280,7 +283,7 @@ class Analyzer:
             warnings.warn(
                 softmax_output_message(type(self).__name__, layer.name),
                 SoftmaxOutputWarning,
-                stacklevel=_user_stacklevel(),
+                stacklevel=user_stacklevel(),
             )
 
     @property
@@ -303,7 +306,7 @@ class Analyzer:
             if self.needs_patterns and self.patterns is None:
                 raise ValueError(f"{type(self).__name__} needs patterns: call analyzer.fit(data) or pass patterns=...")
             with strategy_scope(self.strategy):  # pattern variables mirrored on every replica
-                rule = make_rule(self.rule_name, patterns=self.patterns)
+                rule = make_rule(self.rule_name, patterns=self.patterns, allow_other_model=self.allow_other_model)
             self._spec.check_rule(rule)
             self._rule = rule
         return self._rule
@@ -335,12 +338,29 @@ class Analyzer:
         return self._engine
 
     def get_config(self):
-        """The constructor arguments but `model` (defaults filled in), with fitted state (patterns, seed, ...) as now."""
+        """Every constructor setting but `model`, as it is now.
+
+        A setting that the instance holds as an attribute (or property) of the same name is that
+        attribute's current value, so assignments after construction (`analyzer.steps = 50`) and
+        fitted state (`patterns`, Expected Gradients' `baselines`) are included; any other setting
+        is the constructor argument as passed (defaults filled in). A rule given as a class is
+        replaced by its name.
+
+        Returns:
+            {setting: value}.
+
+        Raises:
+            ValueError: the instance was not built through its constructor, or its rule is a class
+                not known by name.
+        """
         if self._constructor_arguments is None:
             raise ValueError(f"{type(self).__name__} was not built through its constructor; its settings are unknown")
         config = dict(self._constructor_arguments)
-        for name in self._state_arguments:
-            if name in config:
+        properties = {
+            name for klass in type(self).__mro__ for name, value in vars(klass).items() if isinstance(value, property)
+        }
+        for name in config:
+            if name in vars(self) or name in properties:
                 config[name] = getattr(self, name)
         if not isinstance(config.get("rule", ""), str):
             name = rule_name(config["rule"])
@@ -382,6 +402,8 @@ class Analyzer:
 
         Raises:
             ValueError: the patterns do not fit the model.
+            pgig_tf.OtherModelError: they were fitted on another model (other layers, activations or
+                weights) and the analyzer was not built with `allow_other_model=True`.
         """
         if not isinstance(patterns, Patterns):
             patterns = Patterns(patterns)
@@ -397,7 +419,7 @@ class Analyzer:
                 for k, v in variables.items()
             )
         ):
-            patterns.check(self.model)
+            patterns.check(self.model, allow_other_model=self.allow_other_model)
             for name, variable in variables.items():
                 variable.assign(patterns[name])
             self._rule.patterns = patterns
@@ -421,14 +443,6 @@ def _stack(pieces):
     if isinstance(first, (list, tuple)):
         return type(first)(np.concatenate([p[i] for p in pieces]) for i in range(len(first)))
     return np.concatenate(pieces)
-
-
-def _user_stacklevel():
-    """The `stacklevel` that attributes a warning to the first caller outside pgig_tf."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("pgig_tf"):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _bound_arguments(cls, args, kwargs):

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from pgig_tf.analyzers.base import Analyzer
+from pgig_tf.analyzers.integrated import PathBaseline
 from pgig_tf.core import aggregators as A
 from pgig_tf.evaluation.degradation import Degrader, aupc
 from pgig_tf.evaluation.smoothness import autvc
@@ -60,7 +61,7 @@ class VarGradAnalyzer(SmoothGradAnalyzer):
     statistic = A.VARIANCE
 
 
-class SmoothGradIGAnalyzer(_SamplingAnalyzer):
+class SmoothGradIGAnalyzer(PathBaseline, _SamplingAnalyzer):
     """SmoothGrad-IG (App. A.3): IG's path mean averaged over noisy inputs, times (x - baseline).
 
     Args:
@@ -77,10 +78,10 @@ class SmoothGradIGAnalyzer(_SamplingAnalyzer):
         super().__init__(model, **options)
         self._set_sampling(samples, noise_scale)
         self.steps = check_positive_int(steps, "steps")
-        self.baseline = self._spec.baseline(baseline)
+        self.baseline = baseline
 
     def _make_aggregator(self):
-        return A.NoisyPath(self.steps, self.samples, self.noise_scale, self.baseline)
+        return A.NoisyPath(self.steps, self.samples, self.noise_scale, self._engine_baseline)
 
 
 class NoiseBaselineIGAnalyzer(_SamplingAnalyzer):
@@ -118,7 +119,6 @@ class ExpectedGradientsAnalyzer(_SamplingAnalyzer):
             `batch_size`, `output`, `compute_dtype`, `jit_compile`, `strategy`.
     """
 
-    _state_arguments = _SamplingAnalyzer._state_arguments + ("baselines",)  # the background kept by fit()
     uses_background = True
 
     def __init__(self, model, *, samples=49, baselines=None, max_background=1000, **options):
@@ -193,10 +193,12 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
         num_steps=100,
         **options,
     ):
-        self.adaptive = isinstance(noise_scale, str) and noise_scale == "adaptive"
+        adaptive = isinstance(noise_scale, str) and noise_scale == "adaptive"
         super().__init__(model, **options)
-        self._set_sampling(samples, 0.0 if self.adaptive else noise_scale)
-        if self.adaptive and not (self._spec.simple and len(self._spec.output_names) == 1):
+        self._set_sampling(samples, 0.0 if adaptive else noise_scale)
+        if adaptive:
+            self.noise_scale = "adaptive"
+        if adaptive and not (self._spec.simple and len(self._spec.output_names) == 1):
             raise ValueError(
                 "noise_scale='adaptive' scores candidate maps as images; it needs a single-input, single-output "
                 f"model, got {len(self._spec.parts)} input(s) {self._spec.input_names}"
@@ -212,6 +214,11 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
         self.chosen_noise_scales = None
         self._candidate_engines = {}
         self._degrader = None
+
+    @property
+    def adaptive(self):
+        """True when `noise_scale` is "adaptive" (the noise scale is chosen per input among `candidates`)."""
+        return isinstance(self.noise_scale, str) and self.noise_scale == "adaptive"
 
     def _make_aggregator(self):
         return A.TaylorRoots(self.samples, self.noise_scale)

@@ -174,8 +174,9 @@ class _PatternRule(LayerwiseRule):
 
     needs_patterns = True
 
-    def __init__(self, patterns):
+    def __init__(self, patterns, allow_other_model=False):
         self.patterns = patterns
+        self.allow_other_model = allow_other_model  # patterns fitted on another model: warn, not raise
         # Patterns live in variables, not graph constants: VGG16's first dense pattern alone
         # is 400 MB, too large to embed in a traced graph.
         self._variables = {
@@ -184,7 +185,7 @@ class _PatternRule(LayerwiseRule):
 
     def check_model(self, model, exempt=()):
         super().check_model(model, exempt)
-        self.patterns.check(model)
+        self.patterns.check(model, allow_other_model=self.allow_other_model)
 
     def backward_kernel(self, kernel, pattern):
         raise NotImplementedError
@@ -297,13 +298,17 @@ def rule_name(rule):
     return next((name for name, known in RULES.items() if known is cls), None)
 
 
-def make_rule(rule, patterns=None):
-    """An instance of `rule` (a name or a Rule subclass); pattern rules need `patterns`."""
+def make_rule(rule, patterns=None, allow_other_model=False):
+    """An instance of `rule` (a name or a Rule subclass); pattern rules need `patterns`.
+
+    `allow_other_model` lets a pattern rule use patterns fitted on another model (`Patterns.check`)
+    with a warning instead of an error when it is checked against a model.
+    """
     cls = rule_class(rule)
     if cls.needs_patterns:
         if patterns is None:
             raise ValueError(f"rule {cls.name!r} needs patterns: pass patterns=... or call analyzer.fit(data) first")
-        return cls(patterns)
+        return cls(patterns, allow_other_model=allow_other_model)
     return cls()
 
 

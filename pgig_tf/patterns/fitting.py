@@ -1,21 +1,25 @@
 """Fitting PatternNet/PatternAttribution patterns (PGIG paper Eq. 2) in one streaming pass over data."""
 
+import hashlib
+import json
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from pgig_tf.core.rules import check_pattern_support
-from pgig_tf.files import atomic_write
+from pgig_tf.files import other_kind, read_header, read_npz, unreadable, write_npz
 from pgig_tf.model import layer_kinds as L
 from pgig_tf.model.distribute import check_strategy, replica_sums, run_sharded
+from pgig_tf.model.fingerprint import cached_fingerprints, check_same_model, model_fingerprint
 from pgig_tf.model.graph import consumers, leaf_layers, run_graph
 from pgig_tf.model.spec import ModelSpec
 from pgig_tf.patterns.patterns import Patterns
 from pgig_tf.progress import Progress
-from pgig_tf.validation import check_positive_int
+from pgig_tf.validation import check_positive_int, user_stacklevel
 
 KINDS = ("relu", "linear")
 
@@ -162,7 +166,15 @@ def fit_patterns(
     Embedding as usual. Returns `Patterns`.
 
     With `checkpoint` (an .npz path) the running sums are saved every `checkpoint_every`
-    batches; a restarted call with the same data skips the batches already counted.
+    batches, with the number of samples counted, the model's fingerprint and a SHA-256 of the
+    samples counted. A restarted call with the same model, kind and data skips exactly the
+    samples already counted, whatever its batch size (a batch that straddles that point is
+    split), and gives the patterns of an uninterrupted fit up to float32 summation order. The
+    samples it skips are hashed again: a checkpoint of another model or kind, or data whose
+    first samples differ from the ones counted, or that holds fewer, is refused (ValueError;
+    OtherModelError for another model) before anything is added. A damaged checkpoint raises
+    `pgig_tf.files.CorruptFileError`: delete it to start afresh. (A checkpoint of an earlier
+    pgig_tf, without fingerprints, is resumed after its sample count with a warning.)
 
     With `strategy` (a `tf.distribute.Strategy`) each batch is split into one contiguous shard
     per replica; each replica adds its shard's sums to its own float64 running sums, which are
@@ -200,47 +212,176 @@ def fit_patterns(
         run_sharded(strategy, accumulate_shard, inputs)
 
     batches, total = spec.iterate_batches(data, batch_size)
-    batches_done, num_samples = _restore(checkpoint, statistics, kind) if checkpoint else (0, 0)
-    progress = Progress(total, "fit_patterns: batch", start=batches_done) if verbose else None
+    progress = Progress(total, "fit_patterns: batch") if verbose else None
+    checkpoint = os.fspath(checkpoint) if checkpoint else None
+    with cached_fingerprints():  # the weights are hashed once; the patterns and the checkpoint carry the fingerprint
+        fingerprint = model_fingerprint(model)
+        state = _restore(checkpoint, statistics, kind, model) if checkpoint else None
+    skip = state["num_samples"] if state else 0  # samples counted before a restart
+    hashes = _DataHash() if checkpoint else None
+    num_samples = largest_batch = 0
     for step, batch in enumerate(batches, start=1):
-        if step <= batches_done:
-            continue  # counted before a restart
-        batch = spec.check(batch, name="data batch", embed=False)
-        accumulate(*[tf.constant(v) for v in batch.values])
-        num_samples += batch.num_samples
-        if checkpoint and step % checkpoint_every == 0:
-            _save(checkpoint, statistics, kind, step, num_samples)
+        values = spec.check(batch, name="data batch", embed=False).values
+        count = len(values[0])
+        largest_batch = max(largest_batch, count)  # the data's batch size (batch_size applies to arrays only)
+        if num_samples < skip:  # counted before the restart: only hashed, to compare with the checkpoint's
+            head = min(count, skip - num_samples)
+            hashes.update([v[:head] for v in values])
+            num_samples += head
+            if num_samples == skip:
+                _check_data(checkpoint, state, hashes)
+            values, count = [v[head:] for v in values], count - head
+            if count == 0:
+                continue
+        accumulate(*[tf.constant(v) for v in values])
+        num_samples += count
+        if hashes is not None:
+            hashes.update(values)
+            if step % checkpoint_every == 0:
+                _save(checkpoint, statistics, kind, fingerprint, largest_batch, step, num_samples, hashes)
         if progress is not None:
             progress.update(step)
     if progress is not None:
         progress.close()
+    if num_samples < skip:
+        raise ValueError(
+            f"checkpoint {checkpoint!r} has counted {skip} samples, but this data holds only {num_samples}: it is "
+            "other data than the checkpoint's; delete the checkpoint or use another path to fit on it"
+        )
     if num_samples == 0:
         raise ValueError("data is empty: it must hold at least one sample to fit patterns on, got none")
     arrays = {name: stats.pattern() for name, stats in statistics.items()}
-    return Patterns(arrays, kind=kind, num_samples=num_samples)
+    return Patterns(arrays, kind=kind, num_samples=num_samples, model_fingerprint=fingerprint)
 
 
 _SUMS = ("sum_xy", "sum_x", "active", "sum_y", "count")
+_CHECKPOINT_KEY = "__pgig_tf_checkpoint__"
+_CHECKPOINT_FORMAT = "pgig_tf.fit_checkpoint"
+_CHECKPOINT_VERSION = 2  # 1: the sums with "__progress__" and "__kind__" entries, no header or checksum
+_EXPECTED = "a fit_patterns checkpoint"
+_REMEDY = "Delete it to start the fit afresh, or pass another checkpoint path."
 
 
-def _save(path, statistics, kind, batches_done, num_samples):
-    """Writes every layer's running sums and the position in the data (atomically)."""
+class _DataHash:
+    """SHA-256 of the samples counted so far, one hash per model input, independent of how they were batched."""
+
+    def __init__(self):
+        self._inputs = None
+
+    def update(self, values):
+        if self._inputs is None:
+            self._inputs = []
+            for v in values:  # each input's dtype and sample shape first
+                digest = hashlib.sha256(json.dumps([v.dtype.str, list(v.shape[1:])]).encode() + b"\n")
+                self._inputs.append(digest)
+        for digest, v in zip(self._inputs, values):
+            digest.update(np.ascontiguousarray(v).reshape(-1).view(np.uint8))
+
+    def hexdigest(self):
+        if self._inputs is None:
+            return None
+        return hashlib.sha256("".join(d.hexdigest() for d in self._inputs).encode()).hexdigest()
+
+
+def _save(path, statistics, kind, fingerprint, batch_size, batches_done, num_samples, hashes):
+    """Writes every layer's running sums and what they were counted on (atomically, with a checksum)."""
     arrays = {f"{name}/{field}": getattr(stats, field).numpy() for name, stats in statistics.items() for field in _SUMS}
-    arrays["__progress__"] = np.array([batches_done, num_samples], np.int64)
-    arrays["__kind__"] = np.array(kind)
-    with atomic_write(path, "wb") as file:
-        np.savez(file, **arrays)
+    header = {
+        "format": _CHECKPOINT_FORMAT,
+        "format_version": _CHECKPOINT_VERSION,
+        "kind": kind,
+        "batch_size": batch_size,
+        "batches_done": batches_done,
+        "num_samples": num_samples,
+        "data_sha256": hashes.hexdigest(),
+        "model_fingerprint": fingerprint,
+    }
+    arrays[_CHECKPOINT_KEY] = np.array(json.dumps(header))
+    write_npz(path, arrays)
 
 
-def _restore(path, statistics, kind):
-    """Loads the running sums of a checkpoint, if there is one; returns (batches done, samples done)."""
-    if not os.path.exists(path):
-        return 0, 0
-    with np.load(path, allow_pickle=False) as data:
-        if str(data["__kind__"]) != kind or any(f"{name}/sum_xy" not in data.files for name in statistics):
-            raise ValueError(f"checkpoint {path} belongs to another model or kind; delete it or use another path")
-        for name, stats in statistics.items():
-            for field in _SUMS:
-                getattr(stats, field).assign(data[f"{name}/{field}"])
-        batches_done, num_samples = (int(v) for v in data["__progress__"])
-    return batches_done, num_samples
+def _restore(path, statistics, kind, model):
+    """Loads the running sums of the checkpoint at `path` after checking that it belongs to this fit.
+
+    Returns:
+        None if there is no checkpoint yet, else its header (`num_samples`: the samples counted,
+        `data_sha256`: their hash, None for a checkpoint of format version 1).
+    """
+    if not os.path.lexists(path):
+        return None
+    entries, verified = read_npz(path, _EXPECTED, _REMEDY)
+    if _CHECKPOINT_KEY in entries:
+        header = read_header(entries, _CHECKPOINT_KEY, path, _EXPECTED, _REMEDY)
+        if header.get("format") != _CHECKPOINT_FORMAT or header.get("format_version") != _CHECKPOINT_VERSION:
+            raise unreadable(
+                path,
+                _EXPECTED,
+                f"it has format {header.get('format')!r} version "
+                f"{header.get('format_version')!r}; this pgig_tf reads version {_CHECKPOINT_VERSION}",
+                _REMEDY,
+            )
+        if not verified:
+            raise unreadable(path, _EXPECTED, "it is damaged: its checksum entry is missing", _REMEDY)
+    elif "__progress__" in entries and "__kind__" in entries:  # format version 1
+        progress = entries["__progress__"]
+        if progress.shape != (2,):
+            raise unreadable(path, _EXPECTED, "its '__progress__' entry is not (batches, samples)", _REMEDY)
+        header = {
+            "kind": str(entries["__kind__"]),
+            "batches_done": int(progress[0]),
+            "num_samples": int(progress[1]),
+            "data_sha256": None,
+            "model_fingerprint": None,
+        }
+    else:
+        kind_found = other_kind(entries, _CHECKPOINT_KEY)
+        problem = f"it is {kind_found}" if kind_found else "it has no checkpoint header"
+        raise unreadable(path, _EXPECTED, problem, _REMEDY)
+    if header.get("kind") != kind:
+        raise ValueError(
+            f"checkpoint {path!r} belongs to another model or kind: it was written with kind={header.get('kind')!r}, "
+            f"this fit has kind={kind!r}; delete it or use another path"
+        )
+    check_same_model(
+        header.get("model_fingerprint"),
+        model,
+        f"checkpoint {path!r} was written for",
+        "in the checkpoint",
+        False,
+        "Delete it or use another checkpoint path to fit this model.",
+    )
+    missing = sorted(f"{name}/{field}" for name in statistics for field in _SUMS if f"{name}/{field}" not in entries)
+    if missing:
+        raise ValueError(
+            f"checkpoint {path!r} belongs to another model or kind: it has no {', '.join(missing[:5])}; "
+            "delete it or use another path"
+        )
+    for name, stats in statistics.items():
+        for field in _SUMS:
+            variable = getattr(stats, field)
+            saved = entries[f"{name}/{field}"]
+            if tuple(saved.shape) != tuple(variable.shape):
+                raise ValueError(
+                    f"checkpoint {path!r} belongs to another model or kind: {name}/{field} has shape "
+                    f"{saved.shape}, this model's {tuple(variable.shape)}; delete it or use another path"
+                )
+            variable.assign(saved)
+    if header["data_sha256"] is None:
+        warnings.warn(
+            f"checkpoint {path!r} was written by an earlier pgig_tf without a model or data fingerprint: resuming "
+            f"after its {header['num_samples']} samples without checking that the model and data are the same",
+            stacklevel=user_stacklevel(),
+        )
+    return header
+
+
+def _check_data(path, state, hashes):
+    """Raises ValueError unless the samples just skipped are the ones the checkpoint counted."""
+    expected = state["data_sha256"]
+    if expected is not None and hashes.hexdigest() != expected:
+        raise ValueError(
+            f"checkpoint {path!r} was written for other data: the first {state['num_samples']} samples of this data "
+            f"differ from the {state['num_samples']} it has counted (SHA-256 {hashes.hexdigest()[:12]}... here, "
+            f"{expected[:12]}... in the checkpoint); resume it with the same data in the same order, or delete it "
+            "to fit on this data"
+        )

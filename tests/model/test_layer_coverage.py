@@ -11,6 +11,7 @@ import pgig_tf
 from conftest import set_random_weights
 from pgig_tf import Patterns, create_analyzer, fit_patterns, register_layer, unregister_layer
 from pgig_tf.core.rules import make_rule
+from pgig_tf.model.fingerprint import OtherModelWarning
 from pgig_tf.model.graph import leaf_layers
 from pgig_tf.patterns.fitting import relu_gates
 
@@ -873,9 +874,9 @@ def test_register_rule_linear_passes_the_layer_with_its_gradient():
                 rule_gradient(model, rule, x, 1, patterns), expected, rtol=1e-5, atol=1e-6, err_msg=rule
             )
         expected = create_analyzer("pgig", equivalent, patterns=patterns, steps=3).analyze(x, 1)
-        np.testing.assert_allclose(
-            create_analyzer("pgig", model, patterns=patterns, steps=3).analyze(x, 1), expected, rtol=1e-5, atol=1e-6
-        )
+        with pytest.warns(OtherModelWarning, match=r"layer 'dbl' \(Double\) is here, not at fit time"):
+            pgig = create_analyzer("pgig", model, patterns=patterns, steps=3, allow_other_model=True)  # equivalent's
+        np.testing.assert_allclose(pgig.analyze(x, 1), expected, rtol=1e-5, atol=1e-6)
         assert fit_patterns(model, x, verbose=False).keys() == {"d1", "out"}
     finally:
         unregister_layer(Double)
@@ -908,9 +909,15 @@ def test_register_rule_with_a_function():
     patterns = fit_patterns(without, np.random.default_rng(17).normal(0, 1, (50, 4)).astype(np.float32), verbose=False)
     register_layer(ChannelScale, identity_under_pattern_attribution)
     try:
-        ours = create_analyzer(
-            "integrated_gradients", model, rule="pattern_attribution", patterns=patterns, steps=5
-        ).analyze(x, 0)
+        with pytest.warns(OtherModelWarning, match=r"layer 'cs' \(ChannelScale\) is here, not at fit time"):
+            ours = create_analyzer(
+                "integrated_gradients",
+                model,
+                rule="pattern_attribution",
+                patterns=patterns,
+                steps=5,
+                allow_other_model=True,
+            ).analyze(x, 0)  # the patterns of the model without cs
         expected = create_analyzer(
             "integrated_gradients", without, rule="pattern_attribution", patterns=patterns, steps=5
         ).analyze(x, 0)
