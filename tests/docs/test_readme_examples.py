@@ -25,8 +25,9 @@ def test_readme_python_blocks_run_and_save_the_heatmaps(tmp_path, monkeypatch):
     import matplotlib.image
 
     picture = matplotlib.image.imread(tmp_path / "heatmaps.png")
-    # plot_heatmap_grid: 1.6 inches per column (image + 2 methods) by 1.7 per row (6 images) at 100 dpi
-    assert picture.shape[:2] == (1020, 480)
+    # plot_heatmap_grid at 100 dpi: 0.9 + 1 inch per row (6 images) high; 1.5 (row labels) + 1 per column
+    # (image + 2 methods) + 1.2 (colour bar) wide
+    assert picture.shape[:2] == (690, 570)
     red = (picture[..., 0] > 0.9) & (picture[..., 1] < 0.5) & (picture[..., 2] < 0.5)
     blue = (picture[..., 2] > 0.9) & (picture[..., 0] < 0.5) & (picture[..., 1] < 0.5)
     assert red.sum() > 100 and blue.sum() > 100  # the heatmaps are drawn in both colours
