@@ -113,8 +113,13 @@ def predict_batches(model, x, batch_size=32):
 
     The same compiled prediction on the same batches as `model.predict` (default batch size
     32); under `tf.config.experimental.enable_op_determinism()` Keras' tf.data pipeline for a
-    last, partial batch makes TensorFlow log an internal error line, which this avoids.
+    last, partial batch makes TensorFlow log an internal error line, which this avoids. A model
+    built under a multi-replica strategy goes through `model.predict`, which gathers the replicas.
     """
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        # a model built under a strategy splits predict_on_batch's batch over its replicas; predict gathers
+        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
     return np.concatenate(
         [np.asarray(model.predict_on_batch(x[start : start + batch_size])) for start in range(0, len(x), batch_size)]
     )
