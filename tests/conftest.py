@@ -25,8 +25,12 @@ class BackgroundProcess:
     def __init__(self, args, env=None, nice=0):
         self.args = args
         self._out, self._err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-        lower = (lambda: os.nice(nice)) if nice and hasattr(os, "nice") else None
-        self.process = subprocess.Popen(args, stdout=self._out, stderr=self._err, env=env, text=True, preexec_fn=lower)
+        self.process = subprocess.Popen(args, stdout=self._out, stderr=self._err, env=env, text=True)
+        if nice and hasattr(os, "setpriority"):  # POSIX; a preexec_fn is unsafe once TF runs threads
+            try:
+                os.setpriority(os.PRIO_PROCESS, self.process.pid, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+            except OSError:  # only a scheduling hint: the command then runs at this process's priority
+                pass
 
     def result(self, timeout):
         """(exit code, stdout, stderr), waiting at most `timeout` seconds for the command to finish."""
