@@ -11,23 +11,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
 
-# The degradation benchmark's methods (pgig_tf.evaluation.benchmark.DEFAULT_METHODS, random included),
-# written out so that --help does not import Keras, then the ground-truth control.
-METHODS = (
-    "gradient",
-    "input_t_gradient",
-    "integrated_gradients",
-    "smoothgrad_squared",
-    "vargrad",
-    "smoothgrad_ig",
-    "expected_gradients",
-    "guided_backprop",
-    "pattern_attribution",
-    "pgig",
-    "smooth_taylor",
-    "random",
-    "ground_truth",
-)
+from pgig_tf.names import DEFAULT_METHODS  # noqa: E402
+
+# The degradation benchmark's methods (random included), then the ground-truth control; from
+# pgig_tf.names so that --help does not import Keras.
+METHODS = DEFAULT_METHODS + ("ground_truth",)
 CONTROL = "ground_truth"
 METRICS = {"mass_accuracy": True, "rank_accuracy": True, "distractor_mass": False}  # name -> higher is better
 FULL = {"num_train": 6000, "num_test": 1000, "epochs": 8}
