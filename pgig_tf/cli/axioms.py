@@ -1,5 +1,6 @@
-"""Checks seed 003's axioms (completeness, sensitivity, dummy, implementation invariance, linearity, symmetry)
-for every analyzer on tiny constructed networks; writes axioms.json and axioms.md."""
+"""Checks the axioms of Integrated Gradients (Sundararajan et al., 2017): completeness, sensitivity, dummy,
+implementation invariance, linearity and symmetry, for every analyzer on tiny constructed networks; writes
+axioms.json and axioms.md."""
 
 import argparse
 import json

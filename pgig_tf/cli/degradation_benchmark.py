@@ -129,7 +129,7 @@ def parse_args(argv=None):
 
 
 def method_settings(name):
-    """The paper's hyperparameters (App. A) and seed 002's for SmoothTaylor."""
+    """The paper's hyperparameters (App. A) and the SmoothTaylor paper's for SmoothTaylor."""
     return {
         "integrated_gradients": {"steps": 25, "baseline": 0.0},
         "pgig": {"steps": 25, "baseline": 0.0},
