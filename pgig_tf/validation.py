@@ -136,6 +136,15 @@ def check_baseline(baseline, input_shape, name="baseline"):
     return array
 
 
+def check_nonnegative_seed(seed):
+    """A seed that must be given: a non-negative int (numpy Generator seeds of the evaluation metrics)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be a non-negative int, got {type(seed).__name__} {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return int(seed)
+
+
 def check_seed(seed):
     """None (fresh randomness each call) or a non-negative int below 2**31."""
     if seed is None:

@@ -6,6 +6,8 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
+from pgig_tf.validation import check_nonnegative_seed
+
 # The 8 neighbours of a pixel as (row offset, column offset, weight): 1/6 for each direct
 # neighbour, 1/12 for each diagonal one (4/6 + 4/12 = 1 inside the image).
 NEIGHBOURS = tuple(
@@ -47,7 +49,7 @@ def noisy_linear_impute(images, removed, noise=0.01, seed=0, ids=None):
     images = _check_images(images)
     removed = _check_removed(removed, images.shape)
     noise = _check_noise(noise)
-    seed = _check_seed(seed)
+    seed = check_nonnegative_seed(seed)
     ids = _check_ids(ids, len(images))
     everything = removed.reshape(len(removed), -1).all(axis=1)
     if everything.any():
@@ -151,14 +153,6 @@ def _check_noise(noise):
     if not np.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite number >= 0 (an absolute standard deviation), got {noise!r}")
     return float(noise)
-
-
-def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be a non-negative int, got {type(seed).__name__} {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return int(seed)
 
 
 def _check_ids(ids, count):

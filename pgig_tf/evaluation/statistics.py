@@ -5,6 +5,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from pgig_tf.validation import check_nonnegative_seed
+
 # Resampled values held at once (resamples x images x trailing size); bounds memory for large n.
 _BLOCK_ELEMENTS = 2**22
 
@@ -30,7 +32,7 @@ def bootstrap_means(values, resamples=1000, seed=0):
     """
     values = _check_values(values, "values")
     resamples = _check_count(resamples, "resamples")
-    seed = _check_seed(seed)
+    seed = check_nonnegative_seed(seed)
     n = len(values)
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_ELEMENTS // values.size)
@@ -91,7 +93,7 @@ def independent_difference_ci(a, b, confidence=0.95, resamples=1000, seed=0):
     b = _check_values(b, "b")
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"a and b must have the same trailing shape, got {a.shape} and {b.shape}")
-    seed = _check_seed(seed)
+    seed = check_nonnegative_seed(seed)
     means = bootstrap_means(a, resamples, seed) - bootstrap_means(b, resamples, seed + 1)
     return _summary(a.mean(axis=0) - b.mean(axis=0), means, confidence)
 
@@ -175,14 +177,6 @@ def _check_count(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be a non-negative int, got {type(seed).__name__} {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return int(seed)
 
 
 def _check_confidence(confidence):
