@@ -1,4 +1,4 @@
-"""Writing files atomically, and `.npz` files that carry a SHA-256 checksum and are verified when read."""
+"""Writing files atomically, locking an output against a second writer, and `.npz` files that carry a SHA-256 checksum."""
 
 import contextlib
 import hashlib
@@ -84,6 +84,50 @@ def atomic_write(path, mode="w", encoding=None):
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock of a file that this one would write (`exclusive_lock`)."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path, what):
+    """Holds an exclusive lock on `path` (created if needed) for the block; refuses if another process holds it.
+
+    The lock is an advisory `fcntl.flock` on an open file: the operating system releases it when
+    the holder exits, even when it is killed, so a crashed run never leaves a stale lock. Where
+    `fcntl` does not exist (Windows) the block runs unlocked.
+
+    Args:
+        path: the lock file.
+        what: what the lock protects, for the message (e.g. "the output folder results/").
+
+    Raises:
+        LockedError: another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise LockedError(
+                f"{what} is in use by {holder} (lock file {os.fspath(path)!r}); wait for it to finish or choose "
+                "another output folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def checksum(arrays):

@@ -145,6 +145,15 @@ def check_nonnegative_seed(seed):
     return int(seed)
 
 
+def check_first_index(first_index):
+    """The index of a piece's first sample in a larger set: a non-negative int below 2**31."""
+    if isinstance(first_index, bool) or not isinstance(first_index, numbers.Integral):
+        raise TypeError(f"first_index must be a non-negative int, got {type(first_index).__name__} {first_index!r}")
+    if not 0 <= first_index < 2**31:
+        raise ValueError(f"first_index must be a non-negative int below 2**31, got {first_index!r}")
+    return int(first_index)
+
+
 def check_seed(seed):
     """None (fresh randomness each call) or a non-negative int below 2**31."""
     if seed is None:
@@ -152,6 +161,11 @@ def check_seed(seed):
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**31:
         raise ValueError(f"seed must be None or an integer in [0, 2**31), got {seed!r}")
     return int(seed)
+
+
+# Above this, sigma exceeds each sample's range a millionfold: every point is noise, and float32
+# sums of such points overflow (noise_scale=1e38 gave all-zero maps).
+MAX_NOISE_SCALE = 1e6
 
 
 def check_noise_scale(noise_scale, name="noise_scale"):
@@ -164,6 +178,11 @@ def check_noise_scale(noise_scale, name="noise_scale"):
     ):
         raise ValueError(
             f"{name} must be a finite number >= 0 (sigma as a fraction of each sample's max - min), got {noise_scale!r}"
+        )
+    if noise_scale > MAX_NOISE_SCALE:
+        raise ValueError(
+            f"{name} must be at most {MAX_NOISE_SCALE:g}, got {noise_scale!r}: it is sigma as a fraction of each "
+            "sample's max - min, so the noise would drown the input and overflow float32 sums (try 0.1-0.5)"
         )
     return float(noise_scale)
 

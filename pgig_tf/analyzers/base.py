@@ -19,6 +19,7 @@ from pgig_tf.patterns.patterns import Patterns
 from pgig_tf.validation import (
     SoftmaxOutputWarning,
     check_finite_attributions,
+    check_first_index,
     check_positive_int,
     check_seed,
     resolve_neurons,
@@ -193,7 +194,7 @@ class Analyzer:
             self._spec.check(data, name="data", embed=False)  # nothing to fit, but wrong data is still an error
         return self
 
-    def analyze(self, x, neuron_selection="max_activation"):
+    def analyze(self, x, neuron_selection="max_activation", *, first_index: int = 0):
         """Attributions for output `neuron_selection` ('max_activation', an int, or one int per sample).
 
         Args:
@@ -203,6 +204,10 @@ class Analyzer:
                 batch, but for the maps returned), with the same random draws as one call.
             neuron_selection: 'max_activation' (the argmax of the explained output), an int, or one
                 int per sample.
+            first_index: the index of x's first sample in a larger set explained in pieces. Random
+                draws (noise, baselines, background samples) are keyed by the seed and each
+                sample's index, so pieces explained with their first_index get exactly the draws
+                of one call on the whole set (contiguous shards, resumed runs).
 
         Returns:
             The attributions, shaped and structured like `x` (a dataset gives the maps of all its
@@ -213,11 +218,12 @@ class Analyzer:
             TypeError, ValueError: `x` or `neuron_selection` does not fit the model, or the result
                 overflowed (NaN/Inf).
         """
+        first_index = check_first_index(first_index)
         if _is_stream(x):
-            return self._analyze_stream(x, neuron_selection)
+            return self._analyze_stream(x, neuron_selection, first_index)
         batch = self._check_x(x)
         targets = self._targets(batch, neuron_selection)
-        return self._analyze_checked(batch, targets, self._next_seed(), 0)
+        return self._analyze_checked(batch, targets, self._next_seed(), first_index)
 
     def _check_x(self, x):
         """The checked `Batch` of the user's `x`."""
@@ -228,7 +234,7 @@ class Analyzer:
         result = self._get_engine()(batch.engine, targets, seed=seed, first_index=first_index)
         return self._finish(result, batch)
 
-    def _analyze_stream(self, data, neuron_selection):
+    def _analyze_stream(self, data, neuron_selection, first_index=0):
         """`analyze` over a dataset, one batch at a time, with the random draws of one call."""
         per_sample = not isinstance(neuron_selection, (str, numbers.Integral)) and np.ndim(neuron_selection) > 0
         selection = np.asarray(neuron_selection) if per_sample else neuron_selection
@@ -245,7 +251,7 @@ class Analyzer:
             if per_sample and first + count > len(selection):
                 raise ValueError(f"neuron_selection has {len(selection)} indices but x has more samples")
             targets = self._targets(batch, selection[first : first + count] if per_sample else selection)
-            pieces.append(self._analyze_checked(batch, targets, seed, first))
+            pieces.append(self._analyze_checked(batch, targets, seed, first_index + first))
             first += count
         if not pieces:
             raise ValueError("x is an empty dataset: it yielded no batch")

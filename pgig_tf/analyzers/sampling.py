@@ -261,7 +261,12 @@ class RandomAnalyzer(Analyzer):
         return self._spec.check(x, embed=False)
 
     def _analyze_checked(self, batch, targets, seed, first_index):
-        # a dataset's later batches draw from their own stream (keyed by their first sample's index)
-        rng = np.random.default_rng(seed if first_index == 0 else [seed, first_index])
+        # one stream per sample, keyed by (seed, the sample's index in the whole set): a set explained
+        # in pieces (dataset batches, shards, resumed runs) gets the maps of one call
         shapes = self._spec.attribution_shapes(batch)
-        return self._spec.pack_like([rng.random(shape, dtype=np.float32) for shape in shapes], batch)
+        maps = [np.empty(shape, np.float32) for shape in shapes]
+        for i in range(batch.num_samples):
+            rng = np.random.default_rng([seed, first_index + i])
+            for array in maps:
+                array[i] = rng.random(array.shape[1:], dtype=np.float32)
+        return self._spec.pack_like(maps, batch)

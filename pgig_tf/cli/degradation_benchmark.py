@@ -1,4 +1,4 @@
-"""The image degradation benchmark (PGIG paper §5-6, Fig. 3) with AUPC/AUTVC: results.json, curves.png, heatmaps.png.
+"""The image degradation benchmark (PGIG paper §5-6, Fig. 3): MoRF AUPC, LeRF and SRG with 95% CIs, AUTVC; results.json, curves.png, heatmaps.png.
 
 With no arguments it runs offline on the embedded default: a small VGG-style CNN trained
 (once, then cached) on scikit-learn's handwritten digits. `--model vgg16 --dataset
@@ -6,7 +6,6 @@ imagenet2012 --manual-dir DIR` runs the paper's setting on TFDS ImageNet.
 """
 
 import argparse
-import glob
 import json
 import os
 import platform
@@ -16,7 +15,10 @@ import warnings
 
 import numpy as np
 
+from pgig_tf.files import atomic_write
+
 EMBEDDED = "digits"
+REPLACEMENTS = ("patch_mean", "image_mean", "blur", "road")
 
 
 def parse_args(argv=None):
@@ -47,7 +49,18 @@ def parse_args(argv=None):
     parser.add_argument(
         "--replacement",
         default=None,
-        help="patch_mean, image_mean or a number (default image_mean for digits, patch_mean otherwise)",
+        help="patch_mean, image_mean, blur, road (ROAD's noisy linear imputation, Rong et al. 2022) or a "
+        "number (default image_mean for digits, patch_mean otherwise)",
+    )
+    parser.add_argument(
+        "--road-noise",
+        type=float,
+        default=None,
+        help="--replacement road: the imputation noise's standard deviation, absolute (default 1%% of the "
+        "input range: 0.02 for inputs in [-1, 1], 2.55 for VGG16's 0-255 inputs)",
+    )
+    parser.add_argument(
+        "--blur-sigma", type=float, default=None, help="--replacement blur: Gaussian sigma in pixels (default 5)"
     )
     parser.add_argument("--absolute", action="store_true", help="rank patches by |attribution| instead of signed")
     parser.add_argument("--true-label", action="store_true", help="follow the true label, not the clean prediction")
@@ -70,6 +83,20 @@ def parse_args(argv=None):
         help="--model vgg16 only: imagenet (default; needs the internet once), none (random), or a local weights file",
     )
     parser.add_argument("--patterns", default=None, help="patterns file (default: fitted on the training data)")
+    parser.add_argument(
+        "--pattern-images",
+        type=int,
+        default=None,
+        help="fit the patterns on the first N training images only (default: all of them)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="METHOD.OPTION=VALUE",
+        help="override one method's setting, e.g. smooth_taylor.noise_scale=0.1 or "
+        "smooth_taylor.noise_scale=adaptive (VALUE is read as JSON if it can be, else as text; repeatable)",
+    )
     parser.add_argument(
         "--patterns-format",
         default="npz",
@@ -100,8 +127,22 @@ def parse_args(argv=None):
     )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    for name in (
+        "num_images",
+        "images_per_batch",
+        "batch_size",
+        "patch_size",
+        "num_steps",
+        "num_background",
+        "pattern_images",
+    ):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if args.replicas < 1:
         parser.error(f"--replicas must be a positive integer, got {args.replicas}")
+    if args.num_shards < 1:
+        parser.error(f"--num-shards must be a positive integer, got {args.num_shards}")
     if not 0 <= args.shard_index < args.num_shards:
         parser.error(f"--shard-index must be in [0, {args.num_shards}), got {args.shard_index}")
     if args.fresh and args.merge:
@@ -123,8 +164,50 @@ def parse_args(argv=None):
     try:
         args.replacement = float(args.replacement)
     except ValueError:
-        pass
+        if args.replacement not in REPLACEMENTS:
+            parser.error(
+                f"--replacement must be one of {', '.join(REPLACEMENTS)} or a number, got {args.replacement!r}"
+            )
+    else:
+        if not np.isfinite(args.replacement):
+            parser.error(f"--replacement must be a finite number, got {args.replacement}")
+    if args.road_noise is not None and args.replacement != "road":
+        parser.error("--road-noise applies only to --replacement road")
+    if args.blur_sigma is not None and args.replacement != "blur":
+        parser.error("--blur-sigma applies only to --replacement blur")
+    if args.replacement == "road" and args.road_noise is None:
+        args.road_noise = 2.55 if args.model == "vgg16" else 0.02
+    if args.road_noise is not None and not (np.isfinite(args.road_noise) and args.road_noise >= 0):
+        parser.error(f"--road-noise must be a finite number >= 0, got {args.road_noise}")
+    if args.replacement == "blur" and args.blur_sigma is None:
+        args.blur_sigma = 5.0
+    if args.blur_sigma is not None and not (np.isfinite(args.blur_sigma) and args.blur_sigma > 0):
+        parser.error(f"--blur-sigma must be a finite number > 0, got {args.blur_sigma}")
+    if args.checkpoint_every < 1:
+        parser.error(f"--checkpoint-every must be a positive integer, got {args.checkpoint_every}")
+    if args.patterns is not None and not os.path.isfile(args.patterns):
+        parser.error(f"--patterns {args.patterns!r}: there is no such file")
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    from pgig_tf.names import ANALYZER_NAMES
+
+    unknown = [m for m in args.methods if m not in ANALYZER_NAMES]
+    if unknown or not args.methods:
+        parser.error(f"--methods: unknown {unknown or 'empty list'}; choose from {', '.join(ANALYZER_NAMES)}")
+    if args.pattern_images is not None and args.patterns is not None:
+        parser.error("--pattern-images limits the patterns fitted here; it does not apply to a --patterns file")
+    args.overrides = {}
+    for item in args.set:
+        key, equals, text = item.partition("=")
+        method, dot, option = key.partition(".")
+        if not (equals and dot and method and option):
+            parser.error(f"--set takes METHOD.OPTION=VALUE, got {item!r}")
+        if method not in args.methods:
+            parser.error(f"--set {item!r}: {method!r} is not among --methods")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        args.overrides.setdefault(method, {})[option] = value
     return args
 
 
@@ -165,10 +248,14 @@ def build_analyzers(model, methods, patterns, background, batch_size, seed, sett
 
 
 class Setting:
-    """What a run explains: the model, its evaluation images (as batches of one shard), patterns, background."""
+    """What a run explains: the model, its evaluation images (as batches of one shard), patterns, background.
 
-    def __init__(self, model, accuracy, batches, num_images, patterns, background, description):
+    num_images: the shard's images; total_images: the images of all shards.
+    """
+
+    def __init__(self, model, accuracy, batches, num_images, patterns, background, description, total_images):
         self.model, self.accuracy, self.batches, self.num_images = model, accuracy, batches, num_images
+        self.total_images = total_images
         self.patterns, self.background, self.description = patterns, background, description
 
 
@@ -214,9 +301,11 @@ def digits_setting(args, model=None, strategy=None):
         name = args.model
     count = min(args.num_images or len(x_test), len(x_test))
     model = mirror_model(model, strategy)
-    patterns = (
-        _load_patterns(args, model) if args.patterns else fit_patterns(model, x_train, verbose=False, strategy=strategy)
-    )
+    patterns = None
+    if args.patterns:
+        patterns = _load_patterns(args, model)
+    elif needs_patterns(args):
+        patterns = fit_patterns(model, x_train[: args.pattern_images], verbose=False, strategy=strategy)
     batches, num_images = _array_batches(x_test[:count], y_test[:count], args)
     description = {
         "model": name,
@@ -224,7 +313,19 @@ def digits_setting(args, model=None, strategy=None):
         "train_images": int(len(x_train)),
         "test_images": int(len(x_test)),
     }
-    return Setting(model, accuracy, batches, num_images, patterns, x_train[: args.num_background], description)
+    return Setting(model, accuracy, batches, num_images, patterns, x_train[: args.num_background], description, count)
+
+
+def run_settings(args, name):
+    """The settings of method `name` in this run: `method_settings`, then the --set overrides."""
+    return {**method_settings(name), **args.overrides.get(name, {})}
+
+
+def needs_patterns(args):
+    """Whether any of the run's methods uses patterns (its fixed rule, or a pattern rule set with --set)."""
+    from pgig_tf.analyzers import analyzer_class
+
+    return any(analyzer_class(name).rule_needs_patterns(run_settings(args, name).get("rule")) for name in args.methods)
 
 
 def _unit_preprocessing(height, width, channels):
@@ -265,11 +366,11 @@ def tfds_setting(args, strategy=None):
     background, _ = imagenet.load_tfds_images(
         args.dataset, args.background_split, num_images=args.num_background, **source
     )
-    patterns = (
-        _load_patterns(args, model)
-        if args.patterns
-        else fit_patterns(model, background, verbose=not args.quiet, strategy=strategy)
-    )
+    patterns = None
+    if args.patterns:
+        patterns = _load_patterns(args, model)
+    elif needs_patterns(args):
+        patterns = fit_patterns(model, background[: args.pattern_images], verbose=not args.quiet, strategy=strategy)
     batches = (
         (images, labels)
         for images, labels in imagenet.iterate_tfds_images(
@@ -291,7 +392,7 @@ def tfds_setting(args, strategy=None):
         "preprocessing": preprocess_name,
         "weights": args.weights if args.model == "vgg16" else args.model,
     }
-    return Setting(model, None, batches, shard_count, patterns, background, description)
+    return Setting(model, None, batches, shard_count, patterns, background, description, num_images)
 
 
 def load_setting(args, strategy=None):
@@ -322,6 +423,8 @@ def fingerprint_of(args):
         "patch_size",
         "num_steps",
         "replacement",
+        "road_noise",
+        "blur_sigma",
         "absolute",
         "true_label",
         "model",
@@ -329,13 +432,39 @@ def fingerprint_of(args):
     ]
     if args.dataset != EMBEDDED:
         keys.append("split")
+    if args.pattern_images is not None:
+        keys.append("pattern_images")
+    if args.overrides:
+        keys.append("overrides")
     if args.model == "vgg16":
         keys += ["preprocessing", "weights"]
     keys.append("patterns")
     if args.patterns:
         keys.append("patterns_format")
     keys += ["num_shards", "num_background"]
-    return {key: getattr(args, key) for key in keys}
+    skip = {"road_noise": args.replacement != "road", "blur_sigma": args.replacement != "blur"}
+    return {key: getattr(args, key) for key in keys if not skip.get(key)}
+
+
+def run_identity(model, patterns):
+    """What a resumed or merged run must share beyond its settings: the model's weights, the patterns, the versions.
+
+    SHA-256s of the model's fingerprint (`model.fingerprint`: layers, activations, weights) and
+    of the patterns' arrays, and the library versions that compute the numbers.
+    """
+    import hashlib
+
+    from pgig_tf.files import checksum
+    from pgig_tf.model.fingerprint import model_fingerprint
+
+    model_sha = hashlib.sha256(json.dumps(model_fingerprint(model), sort_keys=True).encode()).hexdigest()
+    arrays = {name: np.asarray(patterns[name]) for name in patterns} if patterns is not None else {}
+    found = versions()
+    return {
+        "model_sha256": model_sha,
+        "patterns_sha256": checksum(arrays),
+        **{key: found[key] for key in ("pgig_tf", "tensorflow", "keras", "numpy")},
+    }
 
 
 def versions():
@@ -368,25 +497,37 @@ def example_row_titles(data):
 
 
 def write_results(out, fingerprint, totals, model_info, examples_path):
+    """Writes results.json, curves.png and (when the examples exist) heatmaps.png; returns the results."""
+    from pgig_tf.evaluation.benchmark import AREA_KEYS, CONFIDENCE, RESAMPLES, pairwise_differences
     from pgig_tf.viz.plots import plot_degradation_curves, plot_heatmap_grid
 
     methods = {name: t.summary() for name, t in totals.items()}
+    with_lerf = all(t.lerf for t in totals.values())
     results = {
         "settings": fingerprint,
         "model": model_info,
         "versions": versions(),
         "num_images": next(iter(methods.values()))["num_images"],
-        "aupc_definition": "trapezoid over k = 0..K with unit spacing of the mean curve (probability x patches)",
+        "aupc_definition": "MoRF (most relevant first): trapezoid over k = 0..K with unit spacing of the mean "
+        "curve (probability x patches); lower is better",
+        "lerf_auc_definition": "LeRF (least relevant first, the exact reverse order), same area; higher is better",
+        "srg_definition": "symmetric relevance gain lerf_auc - aupc (Blücher et al., TMLR 2024); higher is better, "
+        "0 in expectation for a random ranking",
+        "ci_definition": f"<key>_ci: {CONFIDENCE:.0%} percentile bootstrap interval of the mean over images "
+        f"({RESAMPLES} resamples, seed 0); pairwise: the paired difference of every two methods",
         "autvc_definition": "trapezoid over scales 1, 2, 4, 8 (those that fit) of the total variation of the "
         "channel-summed map divided by its max |value|",
         "methods": methods,
     }
-    with open(os.path.join(out, "results.json"), "w") as handle:
+    if len(totals) > 1 and results["num_images"] > 1:
+        keys = AREA_KEYS if with_lerf else AREA_KEYS[:1]
+        results["pairwise"] = {key: pairwise_differences(totals, key) for key in keys}
+    with atomic_write(os.path.join(out, "results.json")) as handle:
         json.dump(results, handle, indent=1)
     plot_degradation_curves(
         methods,
         os.path.join(out, "curves.png"),
-        title=f"image degradation, {model_info.get('model', '')} (steeper is better)",
+        title=f"image degradation, {model_info.get('model', '')}",
     )
     if os.path.exists(examples_path):
         with np.load(examples_path) as data:
@@ -397,11 +538,20 @@ def write_results(out, fingerprint, totals, model_info, examples_path):
     return results
 
 
+def format_interval(interval):
+    return "n/a" if interval is None else f"[{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
 def print_table(results):
+    """The methods by AUPC (lowest first) with the 95% intervals of AUPC and SRG, AUTVC and seconds per image."""
     rows = sorted(results["methods"].items(), key=lambda item: item[1]["aupc"])
-    print(f"{'method':<22}{'AUPC':>9}{'AUTVC':>9}{'s/image':>10}")
+    print(f"{'method':<22}{'AUPC':>8} {'95% CI':<16}{'SRG':>8} {'95% CI':<16}{'AUTVC':>7}{'s/image':>9}")
     for name, r in rows:
-        print(f"{name:<22}{r['aupc']:>9.3f}{r['autvc']:>9.3f}{r['seconds_per_image']:>10.4f}")
+        srg = f"{r['srg']:>8.2f} {format_interval(r.get('srg_ci')):<16}" if "srg" in r else f"{'':>8} {'':<16}"
+        print(
+            f"{name:<22}{r['aupc']:>8.2f} {format_interval(r.get('aupc_ci')):<16}{srg}"
+            f"{r['autvc']:>7.3f}{r['seconds_per_image']:>9.4f}"
+        )
 
 
 def discard_checkpoint(path):
@@ -421,7 +571,7 @@ def read_model_info(path):
 
 
 def previous_state(path, fingerprint):
-    """The checkpoint of an earlier run with these settings, or None; exits before any work if its settings differ."""
+    """The checkpoint of an earlier run with these settings, or None; exits before any work if it is unusable."""
     from pgig_tf.evaluation.benchmark import load_state
 
     try:
@@ -439,10 +589,44 @@ def finish(args, fingerprint, totals, model_info, examples_path, started, summar
     print_table(results)
     accuracy = model_info.get("test_accuracy")
     accuracy = "test accuracy " + (f"{accuracy:.3f}; " if isinstance(accuracy, float) else "not measured; ")
+    written = ["results.json", "curves.png"] + (["heatmaps.png"] if os.path.exists(examples_path) else [])
     print(
         f"{accuracy}{summary}; {time.perf_counter() - started:.0f} s in all (this run); "
-        f"wrote {os.path.join(args.out, 'results.json')}, curves.png, heatmaps.png"
+        f"wrote {', '.join(os.path.join(args.out, name) for name in written)}"
     )
+
+
+def merge(args, info_path, examples_path):
+    """--merge: checks that every shard's checkpoint is there and complete, then writes the results of all."""
+    from pgig_tf.evaluation.benchmark import merge_states, state_path
+
+    paths = [state_path(args.out, index, args.num_shards) for index in range(args.num_shards)]
+    missing = [path for path in paths if not os.path.exists(path)]
+    if missing:
+        raise SystemExit(f"missing shard checkpoints in {args.out}: {', '.join(missing)}")
+    try:
+        fingerprint, totals = merge_states(paths)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    print_table(write_results(args.out, fingerprint, totals, read_model_info(info_path), examples_path))
+
+
+def curve_makers(args, model):
+    """(MoRF, LeRF) `PerturbationCurves` of the run: patches of --patch-size, K = --num-steps, --replacement."""
+    from pgig_tf.evaluation.perturbation import DEFAULT_BLUR_SIGMA, PerturbationCurves
+
+    replacement = "own_patch_mean" if args.replacement == "patch_mean" else args.replacement
+    options = dict(
+        patch_size=args.patch_size,
+        num_steps=args.num_steps,
+        absolute=args.absolute,
+        blur_sigma=args.blur_sigma or DEFAULT_BLUR_SIGMA,
+        road_noise=args.road_noise or 0.0,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        images_per_call=args.images_per_batch,
+    )
+    return tuple(PerturbationCurves(model, order, replacement, **options) for order in ("morf", "lerf"))
 
 
 def main(argv=None):
@@ -451,30 +635,38 @@ def main(argv=None):
     console.prepare()
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    started = time.perf_counter()
     console.import_tensorflow()
-    from pgig_tf.evaluation.benchmark import merge_states, run_benchmark, state_path
+    from pgig_tf.evaluation.benchmark import state_path
+    from pgig_tf.files import LockedError, exclusive_lock
 
     info_path = os.path.join(args.out, "model_info.json")
     examples_path = os.path.join(args.out, "examples.npz")
-    if args.merge:
-        paths = sorted(glob.glob(os.path.join(args.out, f"state-shard*of{args.num_shards}.json")))
-        if len(paths) != args.num_shards:
-            raise SystemExit(f"found {len(paths)} of {args.num_shards} shard checkpoints in {args.out}")
-        fingerprint, totals = merge_states(paths)
-        with open(info_path) as handle:
-            model_info = json.load(handle)
-        print_table(write_results(args.out, fingerprint, totals, model_info, examples_path))
-        return
+    what = f"the output folder {args.out}" + (f" (shard {args.shard_index})" if args.num_shards > 1 else "")
+    lock = os.path.join(args.out, f".lock-shard{'all' if args.merge else args.shard_index}of{args.num_shards}")
+    try:
+        with exclusive_lock(lock, what):
+            if args.merge:
+                merge(args, info_path, examples_path)
+            else:
+                run(args, state_path(args.out, args.shard_index, args.num_shards), info_path, examples_path)
+    except LockedError as error:
+        raise SystemExit(str(error)) from None
 
+
+def run(args, checkpoint, info_path, examples_path):
+    """One run (or one shard): resumes from `checkpoint` when it holds part of this run."""
+    started = time.perf_counter()
     fingerprint = fingerprint_of(args)
-    checkpoint = state_path(args.out, args.shard_index, args.num_shards)
-    if args.fresh and discard_checkpoint(checkpoint):
-        print(f"--fresh: discarded the checkpoint {checkpoint}")
+    if args.fresh:
+        removed = discard_checkpoint(checkpoint)
+        if args.shard_index == 0 and os.path.exists(examples_path):
+            os.remove(examples_path)
+        if removed:
+            print(f"--fresh: discarded the checkpoint {checkpoint}")
     previous = previous_state(checkpoint, fingerprint)
     done_before = previous["batches_done"] if previous is not None else 0
-    known_total = previous.get("num_batches") if previous is not None else None  # recorded since --fresh exists
-    if known_total and done_before >= known_total:
+    known_total = previous["num_batches"] if previous is not None else None
+    if known_total is not None and done_before >= known_total:
         # nothing left to compute: no model, patterns or analyzers are built
         print("already complete (use --fresh to recompute)")
         finish(
@@ -487,7 +679,7 @@ def main(argv=None):
             f"nothing recomputed: all {known_total} batches and their s/image come from an earlier run",
         )
         return
-    if known_total and done_before:
+    if done_before:
         print(f"resuming: {done_before} of {known_total} batches done")
 
     from pgig_tf.model.distribute import make_strategy
@@ -505,46 +697,53 @@ def main(argv=None):
     tf.config.experimental.enable_op_determinism()
     setting = load_setting(args, strategy)
     model_info = dict(setting.description, test_accuracy=setting.accuracy, replicas=args.replicas)
-    with open(info_path, "w") as handle:
+    with atomic_write(info_path) as handle:
         json.dump(model_info, handle, indent=1)
     num_batches = -(-setting.num_images // args.images_per_batch)
-    if not known_total and done_before >= num_batches:  # a checkpoint that does not record num_batches
-        print("already complete (use --fresh to recompute)")
-        finish(
-            args,
-            fingerprint,
-            previous["totals"],
-            model_info,
-            examples_path,
-            started,
-            f"nothing recomputed: all {num_batches} batches and their s/image come from an earlier run",
-        )
-        return
-    if not known_total and done_before:
-        print(f"resuming: {done_before} of {num_batches} batches done")
-    from pgig_tf.evaluation.degradation import Degrader
+    morf, lerf = curve_makers(args, setting.model)
 
-    degrader = Degrader(
-        setting.model, args.patch_size, args.num_steps, args.replacement, args.absolute, args.batch_size
-    )
-    analyzers = build_analyzers(
-        setting.model, args.methods, setting.patterns, setting.background, args.batch_size, args.seed, strategy=strategy
-    )
+    def settings(name):
+        return run_settings(args, name)
+
+    try:
+        analyzers = build_analyzers(
+            setting.model,
+            args.methods,
+            setting.patterns,
+            setting.background,
+            args.batch_size,
+            args.seed,
+            settings=settings,
+            strategy=strategy,
+        )
+    except (TypeError, ValueError) as error:
+        if not args.overrides:
+            raise
+        raise SystemExit(f"a --set value does not fit its method: {error}") from None
+    from pgig_tf.data import shard_bounds
+    from pgig_tf.evaluation.benchmark import run_benchmark
+
     batches = ((images, labels if args.true_label else None, labels) for images, labels in setting.batches)
-    state, examples = run_benchmark(
-        analyzers,
-        degrader,
-        batches,
-        num_batches,
-        checkpoint,
-        fingerprint,
-        checkpoint_every=args.checkpoint_every,
-        keep_examples=6 if args.shard_index == 0 else 0,
-        batch_seed=lambda index: (args.seed * 1_000_003 + index * 7919 + args.shard_index * 104_729) % (2**31 - 1),
-        verbose=not args.quiet,
-    )
-    if examples:
-        np.savez(examples_path, **examples)
+    try:
+        state, _ = run_benchmark(
+            analyzers,
+            morf,
+            batches,
+            num_batches,
+            checkpoint,
+            fingerprint,
+            checkpoint_every=args.checkpoint_every,
+            lerf=lerf,
+            first_index=shard_bounds(setting.total_images, args.num_shards, args.shard_index)[0],
+            identity=run_identity(setting.model, setting.patterns),
+            keep_examples=6 if args.shard_index == 0 else 0,
+            examples_path=examples_path if args.shard_index == 0 else None,
+            verbose=not args.quiet,
+        )
+    except ValueError as error:
+        if "Use another --out" not in str(error):
+            raise
+        raise SystemExit(str(error)) from None
     computed = num_batches - done_before
     if done_before:
         summary = (

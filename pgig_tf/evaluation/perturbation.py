@@ -30,7 +30,7 @@ import tensorflow as tf
 from pgig_tf.evaluation.degradation import _to_pixels, aupc, ends_in_softmax, patch_ranks, patch_scores
 from pgig_tf.evaluation.imputation import noise_generator, noisy_linear_impute
 from pgig_tf.model.spec import model_io
-from pgig_tf.validation import check_inputs, check_positive_int
+from pgig_tf.validation import check_first_index, check_inputs, check_positive_int
 
 ORDERS = ("morf", "lerf")
 MODES = ("remove", "insert")
@@ -238,7 +238,7 @@ class PerturbationCurves:
         images = check_inputs(images, self._input_shape, name="images")
         ranks = self._order(self._check_ranks(ranks, images.shape))
         targets = self._check_targets(targets, len(images))
-        first_index = _check_index(first_index)
+        first_index = check_first_index(first_index)
         counts = self.counts(images.shape)
         if self.replacement == "road":
             values = self._road_curves(images, ranks, targets, counts, first_index)
@@ -259,7 +259,7 @@ class PerturbationCurves:
         counts = self.counts(images.shape)
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 0 <= step < len(counts):
             raise ValueError(f"step must be an int in 0..{len(counts) - 1}, got {step!r}")
-        first_index = _check_index(first_index)
+        first_index = check_first_index(first_index)
         steps = np.full(len(images), step)
         if self.replacement == "road":
             removed = self._removed_pixels(ranks, counts[steps], images.shape[1:3])
@@ -450,9 +450,3 @@ def _check_nonnegative(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
-
-
-def _check_index(first_index):
-    if isinstance(first_index, bool) or not isinstance(first_index, numbers.Integral) or first_index < 0:
-        raise ValueError(f"first_index must be a non-negative int, got {first_index!r}")
-    return int(first_index)

@@ -87,6 +87,11 @@ class _LayerStatistics:
             active = tf.logical_and(active, value < tf.cast(cap, value.dtype))
         return tf.cast(active, z.dtype)
 
+    def sums(self):
+        """The running sums of Eq. 2 by name, as float64 arrays."""
+        names = ("sum_xy", "sum_x", "active", "sum_y", "count")
+        return {name: getattr(self, name).numpy() for name in names}
+
     def pattern(self):
         """Eq. 2: p_j = (E+[x y] - E+[x] E[y]) / (w_j^T (E+[x y] - E+[x] E[y])); 0 for dead units."""
         unit_shape = L.unit_shape(self.layer)  # (in_channels, multiplier) for a depthwise kernel
@@ -250,6 +255,14 @@ def fit_patterns(
         )
     if num_samples == 0:
         raise ValueError("data is empty: it must hold at least one sample to fit patterns on, got none")
+    for name, stats in statistics.items():
+        overflowed = [key for key, value in stats.sums().items() if not np.all(np.isfinite(value))]
+        if overflowed:
+            raise ValueError(
+                f"fitting patterns on this data overflowed at layer {name!r}: its float32 inputs or outputs reached "
+                f"Inf or NaN, so the sums {overflowed} of Eq. 2 are not finite. The data's largest |value| is too "
+                "large for the model (or the model's weights hold NaN/Inf): scale the data as it was for training"
+            )
     arrays = {name: stats.pattern() for name, stats in statistics.items()}
     return Patterns(arrays, kind=kind, num_samples=num_samples, model_fingerprint=fingerprint)
 

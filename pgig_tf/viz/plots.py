@@ -233,50 +233,71 @@ def method_styles(names):
     return styles
 
 
-def plot_degradation_curves(methods, path, title="image degradation (steeper is better)"):
+def plot_degradation_curves(methods, path, title="image degradation"):
     """Mean curves with standard-error bands; `methods` is name -> {"curve", "stderr", "aupc"}.
 
-    Each method has its own colour, line style and marker (`method_styles`); the legend,
-    ordered by AUPC, sits beside the axes so that it covers no curve.
+    When every method also has "lerf_curve", "lerf_stderr" and "srg", a second panel shows the
+    least-relevant-first curves and the legend gives each method's SRG. Each method has its
+    own colour, line style and marker (`method_styles`); the legend, ordered by AUPC, sits
+    beside the axes so that it covers no curve.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axis = plt.subplots(figsize=(9.5, 5.2), layout="constrained")
+    both = all("lerf_curve" in result and "srg" in result for result in methods.values())
+    fig, axes = plt.subplots(1, 2 if both else 1, figsize=(10.0, 4.6) if both else (9.5, 5.2), layout="constrained")
+    axes = list(np.atleast_1d(axes))
     ordered = sorted(methods.items(), key=lambda item: item[1]["aupc"])
     styles = method_styles(name for name, _ in ordered)
-    for position, (name, result) in enumerate(ordered):
-        curve, stderr = np.asarray(result["curve"]), np.asarray(result["stderr"])
-        k = np.arange(len(curve))
-        colour, linestyle, marker = styles[name]
-        every = max(len(curve) // 8, 1)
-        axis.plot(
-            k,
-            curve,
-            color=colour,
-            ls=linestyle,
-            lw=2.0 if name != "random" else 1.5,
-            marker=marker or None,
-            markersize=6,
-            markevery=(position % every, every),
-            label=f"{name} ({result['aupc']:.2f})",
-        )
-        axis.fill_between(k, curve - stderr, curve + stderr, color=colour, alpha=0.12, linewidth=0)
-    axis.set_xlabel("patches perturbed (most relevant first)", fontsize=12)
-    axis.set_ylabel("probability of the clean prediction", fontsize=12)
-    axis.tick_params(labelsize=11)
-    axis.set_title(title, fontsize=13)
-    axis.legend(
+    panels = [("curve", "stderr", "most relevant first (MoRF; lower is better)")]
+    if both:
+        panels.append(("lerf_curve", "lerf_stderr", "least relevant first (LeRF; higher is better)"))
+    for axis, (key, band, order) in zip(axes, panels):
+        for position, (name, result) in enumerate(ordered):
+            curve, stderr = np.asarray(result[key]), np.asarray(result[band])
+            k = np.arange(len(curve))
+            colour, linestyle, marker = styles[name]
+            every = max(len(curve) // 8, 1)
+            label = f"{name} ({result['aupc']:.2f}" + (f", {result['srg']:.2f})" if both else ")")
+            axis.plot(
+                k,
+                curve,
+                color=colour,
+                ls=linestyle,
+                lw=2.0 if name != "random" else 1.5,
+                marker=marker or None,
+                markersize=5 if both else 6,
+                markevery=(position % every, every),
+                label=label,
+            )
+            axis.fill_between(k, curve - stderr, curve + stderr, color=colour, alpha=0.12, linewidth=0)
+        if both:
+            axis.set_title(order, fontsize=11)
+            axis.set_xlabel("patches perturbed", fontsize=11)
+        else:
+            axis.set_xlabel("patches perturbed (most relevant first)", fontsize=12)
+        axis.tick_params(labelsize=10 if both else 11)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("probability of the clean prediction", fontsize=11 if both else 12)
+    if both:
+        fig.suptitle(title, fontsize=13)
+    else:
+        axes[0].set_title(f"{title} (steeper is better)", fontsize=13)
+    legend_title = (
+        "method (AUPC, SRG),\nlowest AUPC first;\nbands: ± 1 standard error"
+        if both
+        else "method (AUPC), lowest first;\nbands: ± 1 standard error"
+    )
+    axes[-1].legend(
         loc="upper left",
         bbox_to_anchor=(1.01, 1.0),
         borderaxespad=0.0,
-        fontsize=10.5,
-        title="method (AUPC), lowest first;\nbands: ± 1 standard error",
-        title_fontsize=10.5,
+        fontsize=9 if both else 10.5,
+        title=legend_title,
+        title_fontsize=9 if both else 10.5,
         handlelength=3.2,
     )
-    axis.grid(alpha=0.3)
     fig.savefig(path, dpi=100)
     plt.close(fig)

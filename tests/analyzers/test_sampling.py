@@ -182,6 +182,8 @@ def test_pattern_guided_variant_on_a_linear_model_is_p_times_plain(name):
         ("smoothgrad", {"noise_scale": -0.1}, r"noise_scale must be a finite number >= 0"),
         ("smooth_taylor", {"noise_scale": float("nan")}, r"noise_scale must be a finite number >= 0"),
         ("smoothgrad_ig", {"noise_scale": "big"}, r"noise_scale must be a finite number >= 0"),
+        ("smoothgrad", {"noise_scale": 1e38}, r"noise_scale must be at most 1e\+06, got 1e\+38: .* overflow float32"),
+        ("smooth_taylor", {"candidates": (0.1, 2e6)}, r"candidates must be at most 1e\+06, got 2000000.0"),
         ("smoothgrad", {"seed": -1}, r"seed must be None or an integer in \[0, 2\*\*31\)"),
         (
             "expected_gradients",
@@ -266,6 +268,29 @@ def test_noise_does_not_depend_on_the_chunking(dense_model, name):
     for other in maps[1:]:
         np.testing.assert_allclose(other, maps[0], rtol=1e-5, atol=1e-7 * np.abs(maps[0]).max())
     assert np.abs(maps[0]).max() > 0
+
+
+@pytest.mark.parametrize("name", NOISY + ("expected_gradients", "random"))
+def test_pieces_with_their_first_index_get_the_draws_of_one_call(dense_model, name):
+    """Contiguous pieces [0, 2) and [2, 5) explained with first_index 0 and 2 give the maps of one call on all 5."""
+    x = np.random.default_rng(12).normal(0, 1, (5, 6)).astype(np.float32)
+    kw = {"samples": 3} if name != "random" else {}
+    if name == "expected_gradients":
+        kw["baselines"] = np.random.default_rng(13).normal(0, 1, (7, 6)).astype(np.float32)
+    analyzer = create_analyzer(name, dense_model, seed=4, **kw)
+    whole = analyzer.analyze(x, 0)
+    pieces = np.concatenate([analyzer.analyze(x[:2], 0), analyzer.analyze(x[2:], 0, first_index=2)])
+    np.testing.assert_allclose(pieces, whole, rtol=1e-5, atol=1e-7 * np.abs(whole).max())
+    # without its first_index the second piece reuses the first samples' draws: other maps
+    assert not np.allclose(analyzer.analyze(x[2:], 0), whole[2:], rtol=1e-3, atol=0)
+
+
+def test_first_index_is_checked(dense_model):
+    analyzer = create_analyzer("smoothgrad", dense_model, samples=2, seed=0)
+    with pytest.raises(ValueError, match=r"first_index must be a non-negative int below 2\*\*31, got -1"):
+        analyzer.analyze(np.zeros((1, 6), np.float32), 0, first_index=-1)
+    with pytest.raises(TypeError, match="first_index must be a non-negative int, got float 1.0"):
+        analyzer.analyze(np.zeros((1, 6), np.float32), 0, first_index=1.0)
 
 
 def test_stream_rows_are_consecutive_slices_of_one_philox_stream():

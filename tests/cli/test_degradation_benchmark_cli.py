@@ -29,6 +29,8 @@ def run(out, cache, *extra):
             "4",
             "--methods",
             METHODS,
+            "--pattern-images",
+            "200",  # patterns of the first 200 training digits: enough for these checks, and quicker
             "--quiet",
             *extra,
         ]
@@ -50,7 +52,20 @@ def test_writes_results_curves_and_heatmaps(default_run):
     for r in results["methods"].values():
         assert len(r["curve"]) == 65 and len(r["stderr"]) == 65 and r["num_images"] == 12
         assert r["aupc"] == pytest.approx(sum((a + b) / 2 for a, b in zip(r["curve"][1:], r["curve"][:-1])))
+        lerf = r["lerf_curve"]
+        assert r["lerf_auc"] == pytest.approx(sum((a + b) / 2 for a, b in zip(lerf[1:], lerf[:-1])))
+        assert r["srg"] == pytest.approx(r["lerf_auc"] - r["aupc"])
+        for key in ("aupc", "lerf_auc", "srg"):
+            low, high = r[f"{key}_ci"]
+            assert low < r[key] < high  # the percentile interval of 12 images' mean holds the mean
+        assert lerf[0] == r["curve"][0]  # both orders start from the clean image
         assert r["seconds"] > 0
+    pairs = results["pairwise"]["srg"]
+    assert len(pairs) == 10 and {tuple(p["methods"]) for p in pairs} >= {("gradient", "random")}
+    for pair in pairs:
+        a, b = (results["methods"][name] for name in pair["methods"])
+        assert pair["difference"] == pytest.approx(a["srg"] - b["srg"], abs=1e-9)
+        assert pair["excludes_zero"] == (pair["ci"][0] > 0 or pair["ci"][1] < 0)
     for picture in ("curves.png", "heatmaps.png"):
         assert (out / picture).read_bytes()[:4] == b"\x89PNG"
     assert results["versions"]["tensorflow"] and results["settings"]["seed"] == 0
@@ -65,9 +80,13 @@ def test_same_seed_same_numbers_other_seed_other_noise(tmp_path, cache, default_
     second = run(tmp_path / "b", cache)
     for name in first["methods"]:
         assert first["methods"][name]["curve"] == second["methods"][name]["curve"]
-    third = run(tmp_path / "c", cache, "--seed", "0", "--methods", "random")
-    fourth = run(tmp_path / "d", cache, "--seed", "0", "--methods", "random", "--images-per-batch", "3")
-    assert third["methods"]["random"]["curve"] != fourth["methods"]["random"]["curve"]  # settings change the draws
+        assert first["methods"][name]["srg_ci"] == second["methods"][name]["srg_ci"]
+    # draws are keyed by the image, not the batch: other batches give the same maps, another seed others
+    third = run(tmp_path / "c", cache, "--methods", "random,smoothgrad_squared", "--images-per-batch", "3")
+    fourth = run(tmp_path / "d", cache, "--methods", "random,smoothgrad_squared", "--seed", "1")
+    for name in ("random", "smoothgrad_squared"):
+        np.testing.assert_allclose(third["methods"][name]["curve"], first["methods"][name]["curve"], rtol=1e-5)
+        assert not np.allclose(fourth["methods"][name]["curve"], first["methods"][name]["curve"], rtol=1e-3)
 
 
 def test_shards_then_merge(tmp_path, cache, default_run):
@@ -77,8 +96,9 @@ def test_shards_then_merge(tmp_path, cache, default_run):
         assert run(out, cache, "--num-shards", "2", "--shard-index", str(index)) is None
     cli.main(["--out", str(out), "--merge", "--num-shards", "2"])
     merged = json.loads((out / "results.json").read_text())
-    for name in ("gradient", "pgig"):  # deterministic methods: the same images give the same curves
-        np.testing.assert_allclose(merged["methods"][name]["curve"], whole["methods"][name]["curve"], rtol=1e-5)
+    for name in METHODS.split(","):  # sampling methods too: their draws are keyed by the image's global index
+        for key in ("curve", "lerf_curve", "aupc_ci", "srg_ci"):
+            np.testing.assert_allclose(merged["methods"][name][key], whole["methods"][name][key], rtol=1e-5)
     assert merged["methods"]["random"]["num_images"] == 12
 
 
@@ -104,10 +124,10 @@ class Interrupting:
     def __init__(self, inner, counter, stop_at):
         self.inner, self.counter, self.stop_at, self.seed = inner, counter, stop_at, None
 
-    def analyze(self, x, neuron_selection):
+    def analyze(self, x, neuron_selection, first_index=0):
         if self.counter["batches"] == self.stop_at:
             raise KeyboardInterrupt("killed")
-        return self.inner.analyze(x, neuron_selection=neuron_selection)
+        return self.inner.analyze(x, neuron_selection=neuron_selection, first_index=first_index)
 
 
 def test_an_interrupted_run_resumes_and_says_so_and_fresh_starts_over(tmp_path, cache, capsys, monkeypatch):
@@ -142,21 +162,26 @@ def test_an_interrupted_run_resumes_and_says_so_and_fresh_starts_over(tmp_path, 
         "this run computed the last 1 of 3 batches; s/image covers all of them, the earlier run's included"
         in printed[-1]
     )
+    # the examples of the first batch were written before it was checkpointed: the resumed run draws them
+    assert printed[-1].endswith(f"{out / 'curves.png'}, {out / 'heatmaps.png'}")
+    assert (out / "heatmaps.png").read_bytes()[:4] == b"\x89PNG"
     fresh = run(out, cache, "--fresh")
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == f"--fresh: discarded the checkpoint {out / 'state-shard0of1.json'}"
     assert not any(line.startswith(("resuming", "already complete")) for line in printed)
     assert "this run computed all 3 batches" in printed[-1]
     assert all(fresh["methods"][m]["num_images"] == 12 for m in fresh["methods"])
-    for name in ("gradient", "pgig", "expected_gradients"):  # deterministic: resumed = computed in one go
+    for name in METHODS.split(","):  # draws keyed by the image: resumed = computed in one go, sampling methods too
         np.testing.assert_allclose(resumed["methods"][name]["curve"], fresh["methods"][name]["curve"], rtol=1e-12)
+        assert resumed["methods"][name]["srg_ci"] == pytest.approx(fresh["methods"][name]["srg_ci"], rel=1e-9)
     assert fresh["methods"]["gradient"]["seconds"] != resumed["methods"]["gradient"]["seconds"]  # really recomputed
 
 
 def test_a_checkpoint_of_other_settings_stops_the_run_before_any_work(tmp_path, cache, monkeypatch):
     from pgig_tf.evaluation.benchmark import save_state
 
-    save_state(str(tmp_path / "state-shard0of1.json"), {"fingerprint": {"seed": 1}, "batches_done": 1, "totals": {}})
+    state = {"format": 2, "fingerprint": {"seed": 1}, "identity": {}, "batches_done": 0, "num_batches": 3}
+    save_state(str(tmp_path / "state-shard0of1.json"), dict(state, batch_sizes=[], batch_sha256=[], totals={}))
     monkeypatch.setattr(cli, "load_setting", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(SystemExit, match=r"holds a checkpoint of a run with other settings(.|\n)*--fresh discards it"):
         run(tmp_path, cache)
@@ -317,3 +342,74 @@ def test_fit_patterns_script_on_tfds_and_digits(tmp_path, cache):
         )
     assert Patterns.load(tmp_path / "mnist.npz").num_samples == 12
     assert not (tmp_path / "mnist.npz.checkpoint.npz").exists()
+
+
+def test_a_damaged_checkpoint_stops_the_run_before_any_work(tmp_path, cache, monkeypatch):
+    (tmp_path / "state-shard0of1.json").write_text('{"format": 2, "fingerprint": {"seed"')
+    monkeypatch.setattr(cli, "load_setting", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(SystemExit, match=r"state-shard0of1.json' cannot be read as a degradation benchmark checkpoint"):
+        run(tmp_path, cache)
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path, cache, monkeypatch):
+    from pgig_tf.files import exclusive_lock
+
+    monkeypatch.setattr(cli, "load_setting", lambda *a, **k: pytest.fail("work started"))
+    with exclusive_lock(tmp_path / ".lock-shard0of1", "a run"):  # as a run in another process holds it
+        with pytest.raises(SystemExit, match=r"the output folder .* is in use by process \d+ .*choose another output"):
+            run(tmp_path, cache)
+
+
+def test_merge_needs_every_shard(tmp_path):
+    with pytest.raises(SystemExit, match=r"missing shard checkpoints in .*: .*state-shard0of2.json, .*state-shard1of2"):
+        cli.main(["--out", str(tmp_path), "--merge", "--num-shards", "2"])
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--replacement", "zeros"], "--replacement must be one of patch_mean, image_mean, blur, road or a number"),
+        (["--replacement", "nan"], "--replacement must be a finite number, got nan"),
+        (["--road-noise", "0.1"], "--road-noise applies only to --replacement road"),
+        (["--replacement", "road", "--road-noise", "-1"], "--road-noise must be a finite number >= 0"),
+        (["--replacement", "blur", "--blur-sigma", "0"], "--blur-sigma must be a finite number > 0"),
+        (["--num-steps", "0"], "--num-steps must be a positive integer, got 0"),
+        (["--num-shards", "0"], "--num-shards must be a positive integer, got 0"),
+        (["--checkpoint-every", "0"], "--checkpoint-every must be a positive integer, got 0"),
+        (["--patterns", "/nonexistent/p.npz"], "--patterns '/nonexistent/p.npz': there is no such file"),
+        (["--pattern-images", "0"], "--pattern-images must be a positive integer, got 0"),
+        (["--set", "smooth_taylor"], "--set takes METHOD.OPTION=VALUE, got 'smooth_taylor'"),
+        (["--methods", "gradient", "--set", "pgig.steps=3"], "--set 'pgig.steps=3': 'pgig' is not among --methods"),
+        (["--methods", "gradient,pgjg"], "--methods: unknown ['pgjg']; choose from gradient,"),
+    ],
+)
+def test_bad_arguments_are_named(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        cli.parse_args(flags)
+    assert message in capsys.readouterr().err
+
+
+def test_road_replacement_runs_both_orders(tmp_path, cache):
+    results = run(tmp_path, cache, "--replacement", "road", "--methods", "gradient,random", "--num-steps", "8")
+    assert results["settings"]["replacement"] == "road" and results["settings"]["road_noise"] == 0.02
+    for r in results["methods"].values():
+        assert len(r["curve"]) == len(r["lerf_curve"]) == 9
+        assert r["srg"] == pytest.approx(r["lerf_auc"] - r["aupc"])
+        assert r["srg_ci"][0] <= r["srg"] <= r["srg_ci"][1]
+    gradient = results["methods"]["gradient"]
+    assert gradient["srg"] > results["methods"]["random"]["srg"]  # the trained CNN's gradient beats a random order
+
+
+def test_set_overrides_a_methods_setting_and_is_part_of_the_fingerprint():
+    args = cli.parse_args(["--set", "smooth_taylor.noise_scale=0.1", "--set", "smooth_taylor.candidates=[0.1, 0.2]"])
+    assert args.overrides == {"smooth_taylor": {"noise_scale": 0.1, "candidates": [0.1, 0.2]}}
+    assert cli.run_settings(args, "smooth_taylor") == {"samples": 150, "noise_scale": 0.1, "candidates": [0.1, 0.2]}
+    assert cli.fingerprint_of(args)["overrides"] == args.overrides
+    assert "overrides" not in cli.fingerprint_of(cli.parse_args([]))
+    assert cli.parse_args(["--set", "smooth_taylor.noise_scale=adaptive"]).overrides["smooth_taylor"] == {
+        "noise_scale": "adaptive"
+    }
+    assert not cli.needs_patterns(cli.parse_args(["--methods", "gradient,random"]))
+    assert cli.needs_patterns(
+        cli.parse_args(["--methods", "gradient,smoothgrad", "--set", 'smoothgrad.rule="pattern_net"'])
+    )

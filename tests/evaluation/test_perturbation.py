@@ -423,7 +423,7 @@ def test_argument_errors(image_model, data):
         engine.curves(images, attributions, targets=[0, 1])
     with pytest.raises(ValueError, match="step must be an int in 0..9, got 10"):
         engine.perturbed(images, relevance_ranks(attributions, 3), 10)
-    with pytest.raises(ValueError, match="first_index must be a non-negative int, got -1"):
+    with pytest.raises(ValueError, match=r"first_index must be a non-negative int below 2\*\*31, got -1"):
         engine.curves(images, attributions, first_index=-1)
     with pytest.raises(ValueError, match="morf and lerf curves must share images and schedule"):
         symmetric_relevance_gain(Curves(np.zeros((2, 3)), np.arange(3) / 2), Curves(np.zeros((2, 4)), np.arange(4) / 3))

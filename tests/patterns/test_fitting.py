@@ -160,3 +160,12 @@ def test_fitting_resumes_from_a_checkpoint(tmp_path, conv_model):
         np.testing.assert_allclose(resumed[name], whole[name], rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="belongs to another model or kind"):
         fit_patterns(conv_model, data, kind="linear", verbose=False, checkpoint=path)
+
+
+def test_data_that_overflows_float32_is_named_not_reported_as_a_nan_pattern(dense_model):
+    data = np.random.default_rng(0).normal(size=(20, 6)).astype(np.float32) * np.float32(1e30)
+    with pytest.raises(
+        ValueError, match=r"fitting patterns on this data overflowed at layer 'd1'.*\['sum_xy'\].*scale"
+    ):
+        fit_patterns(dense_model, data, verbose=False)
+    fit_patterns(dense_model, data / np.float32(1e30), verbose=False)  # the same data, scaled, fits

@@ -340,3 +340,40 @@ def test_explain_skips_methods_it_cannot_run_and_says_how_to_get_them(tmp_path, 
     with pytest.raises(SystemExit) as stopped:
         explain.main(args + ["--methods", "gradient,pgi"])
     assert stopped.value.code == 2 and "unknown method(s) pgi" in capsys.readouterr().err
+
+
+def test_degradation_curves_with_lerf_draw_both_orders(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from pgig_tf.viz.plots import plot_degradation_curves
+
+    drawn = {}
+
+    def record(fig, *args, **kwargs):
+        drawn["panels"] = [[line.get_ydata().tolist() for line in axis.get_lines()] for axis in fig.axes]
+        drawn["labels"] = [text.get_text() for text in fig.axes[-1].get_legend().get_texts()]
+        drawn["width"] = fig.get_size_inches()[0] * kwargs.get("dpi", fig.dpi)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    methods = {
+        "a": {
+            "curve": [1, 0.5, 0],
+            "stderr": [0] * 3,
+            "aupc": 1.0,
+            "lerf_curve": [1, 1, 0],
+            "lerf_stderr": [0] * 3,
+            "srg": 0.5,
+        },
+        "b": {
+            "curve": [1, 0.2, 0],
+            "stderr": [0] * 3,
+            "aupc": 0.7,
+            "lerf_curve": [1, 0.9, 0],
+            "lerf_stderr": [0] * 3,
+            "srg": 0.7,
+        },
+    }
+    plot_degradation_curves(methods, tmp_path / "c.png")
+    assert drawn["panels"] == [[[1, 0.2, 0], [1, 0.5, 0]], [[1, 0.9, 0], [1, 1, 0]]]  # MoRF, then LeRF, by AUPC
+    assert drawn["labels"] == ["b (0.70, 0.70)", "a (1.00, 0.50)"]
+    assert 800 <= drawn["width"] <= 1000
