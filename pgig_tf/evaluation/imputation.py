@@ -171,33 +171,37 @@ def solve_banded(images, removed):
     if transposed:  # number the unknowns along the shorter side: a narrower band
         images, removed = images.transpose(0, 2, 1, 3), removed.transpose(0, 2, 1)
         height, width = width, height
-    size = height * width
-    flat = removed.reshape(batch, size)
-    owner, pixel = np.nonzero(flat)  # every unknown of the batch: image by image, row-major within each
-    count = len(pixel)
-    position = np.full(batch * size, -1)
-    position[owner * size + pixel] = np.arange(count)
-    r, c = np.divmod(pixel, width)
+    # Each image framed by one pixel of "outside" (-2); inside, kept pixels are -1 and removed
+    # ones the number of their unknown (image by image, row-major within each).
+    framed = np.full((batch, height + 2, width + 2), -2)
+    framed[:, 1:-1, 1:-1] = -1
+    owner, r, c = np.nonzero(removed)
+    count = len(r)
+    unknowns = np.arange(count)
+    framed[owner, r + 1, c + 1] = unknowns
+    position = framed.reshape(-1)
+    values = np.zeros((batch, height + 2, width + 2, channels))
+    values[:, 1:-1, 1:-1] = images
+    values = values.reshape(-1, channels)
+    centre = (owner * (height + 2) + r + 1) * (width + 2) + c + 1
     band = width + 1  # a neighbour at (+1, +1) is at most width + 1 unknowns further on
     lower = np.zeros((band + 1, count))  # lower[d, i] = A[i + d, i] (LAPACK's lower band storage)
     lower[0] = neighbour_weight_sums(height, width)[r, c]
     rhs = np.zeros((count, channels))
-    values = images.reshape(batch * size, channels).astype(np.float64)
     for dr, dc, weight in NEIGHBOURS:
-        nr, nc = r + dr, c + dc
-        i = np.flatnonzero((nr >= 0) & (nr < height) & (nc >= 0) & (nc < width))
-        j = owner[i] * size + nr[i] * width + nc[i]
+        j = centre + dr * (width + 2) + dc
         k = position[j]
-        later = k > i  # a removed neighbour further on: one entry below the diagonal (the one above is its mirror)
-        lower[k[later] - i[later], i[later]] = -weight
-        kept = k < 0
+        if (dr, dc) > (0, 0):  # the neighbours further on in row-major order: the entries below the diagonal
+            later = k >= 0
+            lower[k[later] - unknowns[later], unknowns[later]] = -weight
+        kept = k == -1
         # Each offset reaches every unknown at most once, so plain indexing accumulates correctly.
-        rhs[i[kept]] += weight * values[j[kept]]
-    ends = np.cumsum(flat.sum(axis=1))
-    starts = ends - flat.sum(axis=1)
+        rhs[kept] += weight * values[j[kept]]
+    per_image = np.bincount(owner, minlength=batch)
+    ends = np.cumsum(per_image)
+    starts = ends - per_image
     if transposed:  # back to the row-major order of the caller's images
-        original = owner * size + c * height + r
-        order = np.argsort(original, kind="stable")
+        order = np.argsort(owner * (height * width) + c * height + r, kind="stable")
     solutions = []
     with _BLAS.limit(limits=1, user_api="blas"):
         for start, end in zip(starts, ends):
