@@ -19,6 +19,8 @@ FILE_KINDS = {
     "__pgig_tf_analyzer__": "an analyzer file (written by analyzer.save); read it with pgig_tf.load_analyzer(path, model)",
     "__pgig_tf_checkpoint__": "a fit_patterns checkpoint; it resumes a fit: fit_patterns(..., checkpoint=path)",
     "__progress__": "a fit_patterns checkpoint; it resumes a fit: fit_patterns(..., checkpoint=path)",
+    "__pgig_tf_evaluation__": "a pgig-evaluate checkpoint of per-image scores; read it with "
+    "pgig_tf.evaluation.faithfulness.EvaluationState.load(path)",
 }
 
 
@@ -147,6 +149,15 @@ def checksum(arrays):
         # the description line keeps entries apart: no two different contents give one byte stream
         digest.update(json.dumps([name, array.dtype.str, list(array.shape)]).encode() + b"\n")
         digest.update(array.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
+
+
+def file_sha256(path, chunk_size=1 << 20):
+    """The SHA-256 (hex) of the bytes of the file at `path`, read in chunks of `chunk_size` bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(chunk_size), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 

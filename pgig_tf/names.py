@@ -1,4 +1,4 @@
-"""Method names that need no TensorFlow: the commands list them in --help before anything heavy is imported."""
+"""Names that need no TensorFlow (methods, perturbation replacements): the commands list them in --help before anything heavy is imported."""
 
 # The keys of pgig_tf.analyzers.ANALYZERS, in the same order (a test keeps the two equal).
 ANALYZER_NAMES = (
@@ -33,3 +33,6 @@ PAPER_METHODS = (
     "pgig",
 )
 DEFAULT_METHODS = PAPER_METHODS + ("smooth_taylor", "random")
+
+# The replacements of removed patches in pgig_tf.evaluation.perturbation (its REPLACEMENTS).
+PERTURBATION_REPLACEMENTS = ("image_mean", "own_patch_mean", "blur", "road")

@@ -269,18 +269,9 @@ def _array_batches(images, labels, args):
     return (((images[i : i + step], labels[i : i + step]) for i in range(0, len(images), step)), len(images))
 
 
-def _load_patterns(args, model):
-    from pgig_tf.patterns.patterns import Patterns
-
-    if args.patterns_format == "reference":
-        from pgig_tf.patterns.reference import load_reference_vgg16_patterns
-
-        return load_reference_vgg16_patterns(args.patterns, model)
-    return Patterns.load(args.patterns)
-
-
 def digits_setting(args, model=None, strategy=None):
     """The embedded default: the cached digits CNN (or `model`) on held-out digits; patterns fitted on the rest."""
+    from pgig_tf.cli.shared import load_patterns
     from pgig_tf.datasets.digits import load_digits_images, trained_digits_cnn
     from pgig_tf.evaluation.benchmark import predict_batches
     from pgig_tf.model.distribute import mirror_model
@@ -303,7 +294,7 @@ def digits_setting(args, model=None, strategy=None):
     model = mirror_model(model, strategy)
     patterns = None
     if args.patterns:
-        patterns = _load_patterns(args, model)
+        patterns = load_patterns(args.patterns, model, args.patterns_format)
     elif needs_patterns(args):
         patterns = fit_patterns(model, x_train[: args.pattern_images], verbose=False, strategy=strategy)
     batches, num_images = _array_batches(x_test[:count], y_test[:count], args)
@@ -328,25 +319,11 @@ def needs_patterns(args):
     return any(analyzer_class(name).rule_needs_patterns(run_settings(args, name).get("rule")) for name in args.methods)
 
 
-def _unit_preprocessing(height, width, channels):
-    """For a model of our own: squash to its input size, match its channels, scale to [-1, 1]."""
-    import tensorflow as tf
-
-    def preprocess(image):
-        image = tf.image.resize(tf.cast(image, tf.float32), (height, width))
-        if channels == 1 and image.shape[-1] == 3:
-            image = tf.image.rgb_to_grayscale(image)
-        elif channels == 3 and image.shape[-1] == 1:
-            image = tf.image.grayscale_to_rgb(image)
-        return image / 127.5 - 1.0
-
-    return preprocess
-
-
 def tfds_setting(args, strategy=None):
     """VGG16 (or a .keras model) on a TFDS image dataset, streamed in batches of this shard's images."""
     import keras
 
+    from pgig_tf.cli.shared import load_patterns
     from pgig_tf.datasets import imagenet
     from pgig_tf.model.distribute import mirror_model
     from pgig_tf.patterns.fitting import fit_patterns
@@ -359,7 +336,7 @@ def tfds_setting(args, strategy=None):
     else:
         model = keras.models.load_model(args.model, compile=False)
         _, height, width, channels = model.inputs[0].shape
-        preprocess, preprocess_name = _unit_preprocessing(height, width, channels), "unit (squash, [-1, 1])"
+        preprocess, preprocess_name = imagenet.unit_preprocessing(height, width, channels), "unit (squash, [-1, 1])"
     model = mirror_model(model, strategy)  # weights on every replica's device
     source = dict(data_dir=args.data_dir, manual_dir=args.manual_dir, preprocess=preprocess)
     num_images = args.num_images or 1000
@@ -368,7 +345,7 @@ def tfds_setting(args, strategy=None):
     )
     patterns = None
     if args.patterns:
-        patterns = _load_patterns(args, model)
+        patterns = load_patterns(args.patterns, model, args.patterns_format)
     elif needs_patterns(args):
         patterns = fit_patterns(model, background[: args.pattern_images], verbose=not args.quiet, strategy=strategy)
     batches = (

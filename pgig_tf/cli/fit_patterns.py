@@ -33,7 +33,6 @@ def main(argv=None):
     import keras
 
     from pgig_tf import fit_patterns
-    from pgig_tf.cli.degradation_benchmark import _unit_preprocessing
 
     if args.dataset == "digits":
         from pgig_tf.datasets.digits import trained_digits_cnn
@@ -57,7 +56,7 @@ def main(argv=None):
             raise SystemExit("--dataset other than digits needs --model vgg16 or a .keras model file")
         else:
             model = keras.models.load_model(args.model, compile=False)
-            preprocess = _unit_preprocessing(*model.inputs[0].shape[1:])
+            preprocess = imagenet.unit_preprocessing(*model.inputs[0].shape[1:])
         data = (
             images
             for images, _ in imagenet.iterate_tfds_images(

@@ -106,6 +106,29 @@ def preprocess_crop_unit(images, size=224, resize_to=256, antialias=True):
 PREPROCESSING = {"caffe225": (preprocess_caffe, 225), "crop224": (preprocess_crop_unit, 224)}
 
 
+def unit_preprocessing(height, width, channels):
+    """The preprocessing for a model of one's own: squash to its input size, match its channels, scale to [-1, 1].
+
+    Args:
+        height, width, channels: the model's input size.
+
+    Returns:
+        A function of one (H, W, C) image tensor with values in [0, 255] (for `tfds_image_dataset`'s
+        `preprocess`): resized bilinearly to (height, width) without keeping the aspect ratio,
+        RGB turned grey or grey repeated to RGB as `channels` asks, then x / 127.5 - 1.
+    """
+
+    def preprocess(image):
+        image = tf.image.resize(tf.cast(image, tf.float32), (height, width))
+        if channels == 1 and image.shape[-1] == 3:
+            image = tf.image.rgb_to_grayscale(image)
+        elif channels == 3 and image.shape[-1] == 1:
+            image = tf.image.grayscale_to_rgb(image)
+        return image / 127.5 - 1.0
+
+    return preprocess
+
+
 def _apply(run, images):
     """Runs `run` on a float32 (n, H, W, 3) tensor made from `images`; returns the caller's kind of array."""
     if isinstance(images, (list, tuple)):

@@ -30,11 +30,12 @@ import tensorflow as tf
 from pgig_tf.evaluation.degradation import _to_pixels, aupc, ends_in_softmax, patch_ranks, patch_scores
 from pgig_tf.evaluation.imputation import noise_generator, noisy_linear_impute
 from pgig_tf.model.spec import model_io
+from pgig_tf.names import PERTURBATION_REPLACEMENTS
 from pgig_tf.validation import check_first_index, check_inputs, check_positive_int
 
 ORDERS = ("morf", "lerf")
 MODES = ("remove", "insert")
-REPLACEMENTS = ("image_mean", "own_patch_mean", "blur", "road")
+REPLACEMENTS = PERTURBATION_REPLACEMENTS
 DEFAULT_BLUR_SIGMA = 5.0  # pixels; the kernel is truncated at ceil(3 sigma)
 DEFAULT_ROAD_NOISE = 0.01  # absolute; ROAD's value for images scaled to [0, 1]
 

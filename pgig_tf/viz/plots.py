@@ -1,4 +1,4 @@
-"""Pictures of attributions: diverging heatmaps (red positive, blue negative), grids, degradation curves."""
+"""Pictures of attributions: diverging heatmaps (red positive, blue negative), grids, degradation curves, faithfulness ranks."""
 
 import numpy as np
 
@@ -300,4 +300,112 @@ def plot_degradation_curves(methods, path, title="image degradation"):
         handlelength=3.2,
     )
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def metric_label(metric):
+    """A table column's name on two lines: 'srg_own_patch_mean' -> 'SRG\\nown patch mean'; 'deletion' -> 'deletion'."""
+    head, _, tail = metric.partition("_")
+    if head in ("srg", "morf", "lerf") and tail:
+        return {"srg": "SRG", "morf": "MoRF", "lerf": "LeRF"}[head] + "\n" + tail.replace("_", " ")
+    return metric.replace("_", " ")
+
+
+def draw_rank_heatmap(axis, ranks, tied=None, title=None):
+    """Ranks of methods (rows) by metric (columns) as coloured cells with their numbers; 1 is best (dark green).
+
+    Args:
+        axis: a matplotlib Axes.
+        ranks: {metric: {method: rank}}; every metric ranks the same methods (rank 1 = best).
+        tied: {metric: {method: bool}}, True where another method has the same rank (shown as "2=").
+        title: the axes' title.
+
+    Returns:
+        The image drawn (for a colour bar).
+    """
+    metrics = list(ranks)
+    methods = list(ranks[metrics[0]])
+    table = np.array([[ranks[metric][method] for metric in metrics] for method in methods], dtype=float)
+    worst = max(len(methods), 2)
+    image = axis.imshow(table, cmap="RdYlGn_r", vmin=1, vmax=worst, aspect="auto")
+    for row, method in enumerate(methods):
+        for column, metric in enumerate(metrics):
+            rank = int(table[row, column])
+            text = f"{rank}=" if tied is not None and tied[metric][method] else str(rank)
+            shade = (rank - 1) / (worst - 1)
+            colour = "white" if shade < 0.15 or shade > 0.85 else "black"
+            axis.text(column, row, text, ha="center", va="center", fontsize=9, color=colour)
+    axis.set_xticks(range(len(metrics)))
+    axis.set_xticklabels([metric_label(m) for m in metrics], fontsize=8, rotation=90)
+    axis.set_yticks(range(len(methods)))
+    axis.set_yticklabels(methods, fontsize=9)
+    axis.tick_params(length=0)
+    if title:
+        axis.set_title(title, fontsize=11)
+    return image
+
+
+def draw_mean_curves(axis, curves, fractions, title, xlabel="fraction of patches replaced"):
+    """Mean curves of several methods on one axes, each in its `method_styles` style.
+
+    Args:
+        axis: a matplotlib Axes.
+        curves: {method: (S,) mean output at each point}.
+        fractions: (S,) the x values (fraction of units changed).
+        title: the axes' title.
+        xlabel: the x axis' label.
+    """
+    styles = method_styles(curves)
+    for name, curve in curves.items():
+        colour, linestyle, marker = styles[name]
+        axis.plot(
+            fractions,
+            curve,
+            color=colour,
+            ls=linestyle,
+            lw=1.8 if name != "random" else 1.3,
+            marker=marker or None,
+            markersize=4,
+            markevery=max(len(curve) // 8, 1),
+            label=name,
+        )
+    axis.set_xlabel(xlabel, fontsize=10)
+    axis.set_ylabel("mean output of the explained class", fontsize=10)
+    axis.set_xlim(0, 1)
+    axis.set_title(title, fontsize=11)
+    axis.grid(alpha=0.3)
+
+
+def plot_evaluation(ranks, tied, morf, lerf, fractions, path, replacement, title=None):
+    """The faithfulness figure: a rank heat map (methods x metrics) beside the mean MoRF and LeRF curves of one replacement.
+
+    Args:
+        ranks: {metric: {method: rank}}, as `draw_rank_heatmap`.
+        tied: {metric: {method: bool}}, as `draw_rank_heatmap`.
+        morf: {method: (S,) mean MoRF curve} under `replacement`.
+        lerf: {method: (S,) mean LeRF curve} under `replacement`.
+        fractions: (S,) fraction of patches replaced at each point.
+        path: the PNG to write.
+        replacement: the replacement's name (for the titles).
+        title: the figure's title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = len(next(iter(ranks.values())))
+    fig = plt.figure(figsize=(19, max(5.5, 0.42 * methods + 2.6)), layout="constrained")
+    grid = fig.add_gridspec(1, 3, width_ratios=[0.5 * len(ranks) + 1.5, 5, 5])
+    heat = fig.add_subplot(grid[0])
+    image = draw_rank_heatmap(heat, ranks, tied, "rank per metric (1 best; = tied: intervals overlap)")
+    fig.colorbar(image, ax=heat, fraction=0.03, pad=0.01).set_label("rank", fontsize=9)
+    label = replacement.replace("_", " ")
+    left, right = fig.add_subplot(grid[1]), fig.add_subplot(grid[2], sharey=None)
+    draw_mean_curves(left, morf, fractions, f"MoRF, {label}: most relevant first (lower is better)")
+    draw_mean_curves(right, lerf, fractions, f"LeRF, {label}: least relevant first (higher is better)")
+    right.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=9, handlelength=3.0)
+    if title:
+        fig.suptitle(title, fontsize=13)
+    fig.savefig(path, dpi=90)
     plt.close(fig)

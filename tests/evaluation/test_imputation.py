@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from pgig_tf.evaluation import imputation
 from pgig_tf.evaluation.imputation import noisy_linear_impute
 
 
@@ -33,20 +34,50 @@ def dense_reference(image, removed):
     return out
 
 
+@pytest.mark.parametrize("solver", ["banded", "sparse"])
 @pytest.mark.parametrize(
-    "seed, shape, fraction", [(0, (5, 6, 2), 0.3), (1, (7, 4, 3), 0.6), (2, (6, 6, 1), 0.9), (3, (1, 8, 2), 0.5)]
+    "seed, shape, fraction",
+    [(0, (5, 6, 2), 0.3), (1, (7, 4, 3), 0.6), (2, (6, 6, 1), 0.9), (3, (1, 8, 2), 0.5), (4, (8, 1, 1), 0.5)],
 )
-def test_matches_a_dense_solve_of_the_same_equations(seed, shape, fraction):
+def test_matches_a_dense_solve_of_the_same_equations(seed, shape, fraction, solver):
     rng = np.random.default_rng(seed)
     images = rng.normal(0, 1, (3,) + shape)
     removed = rng.random((3,) + shape[:2]) < fraction
     removed[:, 0, 0] = False  # at least one kept pixel per image
     removed[:, -1, -1] = True  # and at least one removed
-    ours = noisy_linear_impute(images, removed, noise=0.0)
+    ours = noisy_linear_impute(images, removed, noise=0.0, solver=solver)
     for b in range(3):
         np.testing.assert_allclose(ours[b], dense_reference(images[b], removed[b]), rtol=1e-10, atol=1e-12)
     # The imputed values are not trivially the known ones: they moved.
     assert np.abs(ours[removed] - images[removed]).min() > 0
+
+
+def test_banded_and_sparse_solvers_agree_and_the_default_picks_by_size(monkeypatch):
+    rng = np.random.default_rng(9)
+    # Wider than high (the banded solver numbers the unknowns column by column), higher than
+    # wide, square; removed pixels in patches (one group) and scattered (many groups).
+    for shape in ((12, 30, 3), (30, 12, 1), (16, 16, 2)):
+        images = rng.normal(0, 1, (4,) + shape)
+        removed = rng.random((4,) + shape[:2]) < np.array([0.1, 0.5, 0.9, 0.0])[:, None, None]
+        removed[:3:2, 3:9, 4:10] = True  # images 0 and 2: a block as well
+        removed[:, 0, 0] = False
+        banded = noisy_linear_impute(images, removed, noise=0.0, solver="banded")
+        sparse = noisy_linear_impute(images, removed, noise=0.0, solver="sparse")
+        np.testing.assert_allclose(banded, sparse, rtol=0, atol=1e-13)
+        np.testing.assert_array_equal(banded[3], images[3])  # nothing removed
+        # each image is solved on its own: alone it gets the same values, bit for bit
+        for b in range(4):
+            alone = noisy_linear_impute(images[b : b + 1], removed[b : b + 1], noise=0.0, solver="banded")
+            np.testing.assert_array_equal(alone[0], banded[b])
+    calls = []
+    monkeypatch.setattr(imputation, "solve_banded", lambda *a: calls.append("banded") or [None] * len(a[0]))
+    small = np.zeros((1, 4, imputation.BANDED_MAX_SIDE + 1, 1))
+    noisy_linear_impute(small, np.zeros(small.shape[:3], bool))
+    large = np.zeros((1, imputation.BANDED_MAX_SIDE + 1, imputation.BANDED_MAX_SIDE + 1, 1))
+    noisy_linear_impute(large, np.zeros(large.shape[:3], bool))
+    assert calls == ["banded"]  # the shorter side decides
+    with pytest.raises(ValueError, match=r"solver must be None or one of \('banded', 'sparse'\), got 'lu'"):
+        noisy_linear_impute(small, np.zeros(small.shape[:3], bool), solver="lu")
 
 
 def test_constant_image_stays_constant():

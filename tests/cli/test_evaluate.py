@@ -1,0 +1,272 @@
+"""pgig-evaluate on a tiny model and .npz: argument and file errors, the three outputs, SRG per image, resuming."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import set_random_weights
+from pgig_tf.cli import evaluate as cli
+from pgig_tf.evaluation import faithfulness
+from pgig_tf.evaluation.faithfulness import METRICS, SRG_METRICS
+
+METHODS = "gradient,integrated_gradients,random"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny image model (.keras) and 7 images for it (.npz with x and y)."""
+    folder = tmp_path_factory.mktemp("evaluate_inputs")
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(3, 3, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
+    set_random_weights(model, 3, scale=0.4)
+    model_path = folder / "tiny.keras"
+    model.save(model_path)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (7, 8, 8, 1)).astype(np.float32)
+    y = rng.integers(0, 3, 7)
+    data_path = folder / "data.npz"
+    np.savez(data_path, x=x, y=y)
+    return {"model": str(model_path), "data": str(data_path), "folder": folder, "x": x, "y": y}
+
+
+def arguments(files, out, *extra):
+    return [
+        "--model",
+        files["model"],
+        "--data",
+        files["data"],
+        "--out",
+        str(out),
+        "--methods",
+        METHODS,
+        "--images-per-batch",
+        "3",
+        "--patch-size",
+        "2",
+        "--num-steps",
+        "8",
+        "--resamples",
+        "200",
+        "--quiet",
+        *extra,
+    ]
+
+
+def read(out):
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def whole_run(files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    cli.main(arguments(files, out))
+    return out, read(out)
+
+
+def without_timings(results):
+    """results.json without what differs between runs of the same settings: seconds and library versions."""
+    results = json.loads(json.dumps(results))
+    results.pop("versions")
+    for method in results["methods"].values():
+        method.pop("seconds_per_image")
+    return results
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num-images", "1"], "--num-images must be at least 2"),
+        (["--resamples", "0"], "--resamples must be a positive integer, got 0"),
+        (["--num-steps", "0"], "--num-steps must be a positive integer, got 0"),
+        (["--patch-size", "0"], "--patch-size must be a positive integer, got 0"),
+        (["--seed", "-1"], "--seed must be a non-negative integer, got -1"),
+        (["--road-noise", "-0.1"], "--road-noise must be a finite number >= 0, got -0.1"),
+        (["--road-noise", "nan"], "--road-noise must be a finite number >= 0, got nan"),
+        (["--blur-sigma", "0"], "--blur-sigma must be a finite number of pixels > 0, got 0.0"),
+        (["--weights", "none"], "--preprocessing and --weights apply only to --model vgg16"),
+        (["--split", "test"], "--split applies only to a TFDS --data"),
+        (["--methods", "gradient,pgi"], "unknown method(s) pgi; choose from gradient,"),
+        (["--methods", "gradient,gradient"], "--methods names a method twice"),
+        (["--model", "missing.keras"], "--model: no model file 'missing.keras'"),
+        (["--data", "missing.npz"], "--data: no file 'missing.npz'"),
+        (["--background-npz", "missing.npz"], "--background-npz: no file 'missing.npz'"),
+        (["--curves-replacement", "zero"], "invalid choice: 'zero'"),
+    ],
+)
+def test_argument_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.parse_args(argv)
+    assert exit.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def bad_file(files, name, **arrays):
+    path = files["folder"] / name
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_npz_validation_errors(files, tmp_path):
+    x, y = files["x"], files["y"]
+    cases = [
+        (bad_file(files, "no_x.npz", images=x), "no array 'x' (the images); the file holds ['images']"),
+        (bad_file(files, "text_x.npz", x=np.array(["a", "b"])), "'x' must hold real numbers"),
+        (bad_file(files, "rank3.npz", x=x[0]), "'x' must have shape (N, H, W, C), got (8, 8, 1) (one colour image?"),
+        (bad_file(files, "one.npz", x=x[:1]), "'x' holds 1 image(s); at least 2 are needed"),
+        (bad_file(files, "nan.npz", x=np.where(np.arange(7)[:, None, None, None] == 4, np.nan, x)), "in images [4]"),
+        (bad_file(files, "onehot.npz", x=x, y=np.eye(3)[y]), "(one-hot labels? save y.argmax(axis=1))"),
+        (bad_file(files, "short_y.npz", x=x, y=y[:5]), "'y' holds 5 labels for the 7 images of 'x'"),
+        (
+            bad_file(files, "float_y.npz", x=x, y=y.astype(float)),
+            "'y' must hold integer class indices, got dtype float64",
+        ),
+        (bad_file(files, "negative_y.npz", x=x, y=y - 5), "'y' holds negative classes"),
+    ]
+    not_npz = files["folder"] / "not.npz"
+    not_npz.write_text("hello")
+    cases.append((str(not_npz), "it is not a complete .npz archive"))
+    for path, message in cases:
+        with pytest.raises(SystemExit) as exit:
+            cli.main(["--data", path, "--out", str(tmp_path), "--quiet"])
+        assert f"--data: {path!r}" in str(exit.value) or f"--data: '{path}'" in str(exit.value)
+        assert message in str(exit.value), str(exit.value)
+    # checks that need the model: the images' shape and the classes' range
+    wide = bad_file(files, "wide.npz", x=np.zeros((3, 8, 9, 1), np.float32))
+    big_y = bad_file(files, "big_y.npz", x=x, y=np.full(7, 3))
+    for path, message in (
+        (wide, "'x' holds images of shape (8, 9, 1); the model takes (8, 8, 1)"),
+        (big_y, "'y' holds class 3 (image 0), but the model has 3 outputs (classes 0..2)"),
+    ):
+        with pytest.raises(SystemExit) as exit:
+            cli.main(["--model", files["model"], "--data", path, "--out", str(tmp_path), "--quiet"])
+        assert message in str(exit.value) and path in str(exit.value)
+    # pattern methods and Expected Gradients need a background the .npz data does not give
+    with pytest.raises(SystemExit, match="need background images .* --background-npz FILE"):
+        cli.main(arguments(files, tmp_path / "eg", "--methods", "gradient,expected_gradients"))
+
+
+def test_writes_the_three_outputs_with_finite_numbers(whole_run, files):
+    out, results = whole_run
+    methods = METHODS.split(",")
+    assert results["num_images"] == 7 and list(results["methods"]) == methods
+    assert results["settings"]["patch_size"] == 2 and results["settings"]["target"] == "label"
+    assert results["settings"]["patches_per_step"] == 2 and results["settings"]["pixels_per_step"] == 8
+    assert results["per_image"]["targets"] == results["per_image"]["labels"] == files["y"].tolist()
+    for name in methods:
+        r = results["methods"][name]
+        for metric in METRICS:
+            low, high = r[f"{metric}_ci"]
+            assert math.isfinite(r[metric]) and low <= r[metric] <= high
+            assert 1 <= r[f"{metric}_rank"] <= len(methods) and isinstance(r[f"{metric}_tied"], bool)
+            values = results["per_image"]["scores"][name][metric]
+            assert len(values) == 7 and r[metric] == pytest.approx(np.mean(values), rel=1e-12, abs=1e-15)
+        assert set(results["mean_curves"][name]) == set(faithfulness.CURVES)
+    for metric in METRICS:
+        assert results["ranks"][metric] == {name: results["methods"][name][f"{metric}_rank"] for name in methods}
+    for fractions in results["fractions"].values():
+        assert fractions[0] == 0.0 and fractions[-1] == 1.0
+        assert len(fractions) == 9  # 16 patches, 2 per step; 64 pixels, 8 per step
+    pairs = {"gradient - integrated_gradients", "gradient - random", "integrated_gradients - random"}
+    for replacement in ("image_mean", "own_patch_mean", "blur", "road"):
+        assert set(results["srg_differences"][replacement]) == pairs
+        for pair in results["srg_differences"][replacement].values():
+            low, high = pair["ci"]
+            assert pair["excludes_zero"] == (low > 0 or high < 0)
+    markdown = (out / "results.md").read_text()
+    assert (
+        "| method | SRG image_mean ↑ | SRG own_patch_mean ↑ | SRG blur ↑ | SRG road ↑ | deletion ↓ | insertion ↑ |"
+        in (markdown)
+    )
+    row = next(line for line in markdown.splitlines() if line.startswith("| random | "))
+    assert row.count("[") == 6  # a mean, interval and rank per column
+    assert (out / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_srg_is_lerf_minus_morf_per_image_and_the_checkpoint_holds_the_same_scores(whole_run, files):
+    out, results = whole_run
+    scores = results["per_image"]["scores"]
+    for name in METHODS.split(","):
+        for replacement in ("image_mean", "own_patch_mean", "blur", "road"):
+            srg, lerf, morf = (scores[name][f"{k}_{replacement}"] for k in ("srg", "lerf", "morf"))
+            assert srg == [a - b for a, b in zip(lerf, morf)]  # exactly, per image
+    state = faithfulness.EvaluationState.load(out / "scores.npz")
+    assert state.finished and state.batches_done == 3 and state.num_images == 7
+    assert state.labels.tolist() == files["y"].tolist() == results["per_image"]["targets"]
+    for name in METHODS.split(","):
+        for metric in METRICS:
+            assert state.scores[name][metric].tolist() == scores[name][metric]
+
+
+def test_random_control_and_a_resumed_run_gives_the_same_numbers(whole_run, files, tmp_path, monkeypatch, capsys):
+    first = whole_run[1]
+    # the random ranking's SRG is 0 in expectation: its interval holds 0 for most replacements
+    holds = sum(
+        first["methods"]["random"][f"{m}_ci"][0] <= 0 <= first["methods"]["random"][f"{m}_ci"][1] for m in SRG_METRICS
+    )
+    assert holds >= 3
+    out = tmp_path / "resumed"
+    calls = {"n": 0}
+    evaluate = faithfulness.FaithfulnessMetrics.evaluate
+
+    def stop_in_the_second_batch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # 3 methods per batch: the second method of the second batch
+            raise KeyboardInterrupt
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(faithfulness.FaithfulnessMetrics, "evaluate", stop_in_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(arguments(files, out))
+    monkeypatch.setattr(faithfulness.FaithfulnessMetrics, "evaluate", evaluate)
+    saved = faithfulness.EvaluationState.load(out / "scores.npz")
+    assert saved.batches_done == 1 and saved.num_images == 3 and not saved.finished
+    cli.main(arguments(files, out, "--quiet"))
+    assert without_timings(read(out)) == without_timings(first)
+    # a finished run is only rewritten; other settings in the same folder are refused
+    cli.main(arguments(files, out, "--resamples", "300"))
+    again = read(out)
+    assert again["settings"]["resamples"] == 300
+    assert again["per_image"] == first["per_image"]
+    with pytest.raises(SystemExit, match=r"(?s)holds a run with other settings \(patch_size: 2 there, 4 now.*--fresh"):
+        cli.main(arguments(files, out, "--patch-size", "4"))
+
+
+def test_a_tfds_dataset_with_patterns_fitted_on_its_training_split(tmp_path):
+    """--data NAME streams a TFDS split (TFDS' offline mock data here); patterns come from its train split."""
+    import tensorflow_datasets as tfds
+
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Conv2D(2, 3, activation="relu"), keras.layers.Flatten()]
+        + [keras.layers.Dense(10, activation="softmax")]
+    )
+    set_random_weights(model, 4, scale=0.1)
+    model.save(tmp_path / "mnist.keras")
+    out = tmp_path / "out"
+    with tfds.testing.mock_data(num_examples=6):
+        cli.main(
+            ["--model", str(tmp_path / "mnist.keras"), "--data", "mnist", "--out", str(out), "--num-images", "4"]
+            + ["--images-per-batch", "3", "--num-background", "5", "--num-steps", "8", "--resamples", "50"]
+            + ["--methods", "gradient,pattern_attribution", "--quiet"]
+        )
+    results = read(out)
+    assert results["data"] == {
+        "data": "mnist:test",
+        "preprocessing": "unit (squash to the model's input, [-1, 1])",
+        "background": "5 images of mnist:train",
+    }
+    settings = results["settings"]
+    assert (settings["split"], settings["background_split"], settings["num_background"]) == ("test", "train", 5)
+    # 28 // 8 = 3: 81 patches of 3x3, 11 per step; 784 pixels, 98 per step; [-1, 1] images: ROAD noise 0.02
+    assert (settings["patch_size"], settings["patches_per_step"], settings["pixels_per_step"]) == (3, 11, 98)
+    assert settings["road_noise"] == 0.02 and settings["target"] == "label"
+    assert results["num_images"] == 4 and len(results["fractions"]["morf_road"]) == 1 + 8
+    assert all(math.isfinite(results["methods"][m]["srg_road"]) for m in ("gradient", "pattern_attribution"))
