@@ -65,7 +65,18 @@ def parse_args(argv=None):
     parser.add_argument("--absolute", action="store_true", help="rank patches by |attribution| instead of signed")
     parser.add_argument("--true-label", action="store_true", help="follow the true label, not the clean prediction")
     parser.add_argument("--model", default=EMBEDDED, help="digits (default), vgg16, or a .keras model file")
-    parser.add_argument("--dataset", default=EMBEDDED, help="digits (default), imagenet2012 or any TFDS image dataset")
+    parser.add_argument(
+        "--dataset",
+        default=EMBEDDED,
+        help="digits (default), imagenet2012, any TFDS image dataset, or an .npz file of your images (x: (N, H, "
+        "W, C) already preprocessed for the model; optional y: their classes)",
+    )
+    parser.add_argument(
+        "--background-npz",
+        default=None,
+        help="with an .npz --dataset: training images (.npz with x) for fitting patterns and Expected Gradients' "
+        "baselines (default: the training digits for the digits CNN)",
+    )
     parser.add_argument("--split", default=None, help="TFDS split to evaluate (default validation, else test)")
     parser.add_argument("--background-split", default="train", help="TFDS split for patterns fitting/EG background")
     parser.add_argument("--num-background", type=int, default=1000, help="background images for Expected Gradients")
@@ -152,9 +163,16 @@ def parse_args(argv=None):
         args.weights = args.weights or "imagenet"
     elif args.preprocessing is not None or args.weights is not None:
         parser.error("--preprocessing and --weights apply only to --model vgg16")
-    if args.dataset != EMBEDDED and args.model == EMBEDDED:
-        parser.error("--dataset other than digits needs --model vgg16 or a .keras model file")
-    if args.split is None and args.dataset != EMBEDDED:
+    args.npz = args.dataset.endswith(".npz")
+    if args.dataset != EMBEDDED and not args.npz and args.model == EMBEDDED:
+        parser.error("--dataset other than digits or an .npz file needs --model vgg16 or a .keras model file")
+    if args.npz and not os.path.isfile(args.dataset):
+        parser.error(f"--dataset {args.dataset!r}: there is no such file")
+    if args.background_npz is not None and not args.npz:
+        parser.error("--background-npz applies only to an .npz --dataset")
+    if args.background_npz is not None and not os.path.isfile(args.background_npz):
+        parser.error(f"--background-npz {args.background_npz!r}: there is no such file")
+    if args.split is None and args.dataset != EMBEDDED and not args.npz:
         args.split = "validation" if args.dataset == "imagenet2012" else "test"
     embedded = args.model == EMBEDDED
     args.batch_size = args.batch_size or (256 if embedded else 64)
@@ -372,7 +390,63 @@ def tfds_setting(args, strategy=None):
     return Setting(model, None, batches, shard_count, patterns, background, description, num_images)
 
 
+def npz_setting(args, strategy=None):
+    """The digits CNN or a .keras model on the user's images from an .npz (x, optional y), in batches of this shard."""
+    from pgig_tf.cli.shared import check_against_model, load_patterns, read_images_npz
+    from pgig_tf.data import shard_bounds
+    from pgig_tf.evaluation.benchmark import predict_batches
+    from pgig_tf.model.distribute import mirror_model
+    from pgig_tf.model.spec import model_io
+    from pgig_tf.patterns.fitting import fit_patterns
+
+    x, y = read_images_npz(args.dataset, "--dataset")
+    background = None
+    if args.model == EMBEDDED:
+        from pgig_tf.cli.console import without_notices
+        from pgig_tf.datasets.digits import trained_digits_cnn
+
+        with without_notices():
+            model, _, (background, _, _, _) = trained_digits_cnn(args.cache_dir, seed=args.seed, verbose=not args.quiet)
+    else:
+        import keras
+
+        model = keras.models.load_model(args.model, compile=False)
+    input_shape, width = model_io(model)
+    check_against_model(x, y, input_shape, width, f"--dataset: {args.dataset!r}")
+    if args.background_npz is not None:
+        background, _ = read_images_npz(args.background_npz, "--background-npz", need_labels=False)
+        check_against_model(background, None, input_shape, width, f"--background-npz: {args.background_npz!r}")
+    if args.true_label and y is None:
+        raise SystemExit(f"--true-label: {args.dataset!r} holds no 'y' (the images' classes)")
+    uses_background = any(name == "expected_gradients" for name in args.methods)
+    if background is None and not args.patterns and (needs_patterns(args) or uses_background):
+        raise SystemExit(
+            "pattern methods and expected_gradients need training images: give --background-npz FILE (or --patterns "
+            "FILE for the pattern methods)"
+        )
+    accuracy = None if y is None else float(np.mean(predict_batches(model, x).reshape(len(x), -1).argmax(1) == y))
+    model = mirror_model(model, strategy)
+    patterns = None
+    if args.patterns:
+        patterns = load_patterns(args.patterns, model, args.patterns_format)
+    elif needs_patterns(args):
+        patterns = fit_patterns(model, background[: args.pattern_images], verbose=False, strategy=strategy)
+    count = min(args.num_images or len(x), len(x))
+    start, stop = shard_bounds(count, args.num_shards, args.shard_index)
+    step = args.images_per_batch
+    labels = y[start:stop] if y is not None else None
+    batches = (
+        (x[start:stop][i : i + step], None if labels is None else labels[i : i + step])
+        for i in range(0, stop - start, step)
+    )
+    description = {"model": args.model, "dataset": f"{args.dataset} ({len(x)} images)", "evaluated_images": count}
+    kept = None if background is None else background[: args.num_background]
+    return Setting(model, accuracy, batches, stop - start, patterns, kept, description, count)
+
+
 def load_setting(args, strategy=None):
+    if args.npz:
+        return npz_setting(args, strategy)
     if args.dataset == EMBEDDED:
         if args.model == EMBEDDED:
             return digits_setting(args, strategy=strategy)
@@ -407,8 +481,10 @@ def fingerprint_of(args):
         "model",
         "dataset",
     ]
-    if args.dataset != EMBEDDED:
+    if args.dataset != EMBEDDED and not args.npz:
         keys.append("split")
+    if args.background_npz is not None:
+        keys.append("background_npz")
     if args.pattern_images is not None:
         keys.append("pattern_images")
     if args.overrides:
@@ -423,11 +499,13 @@ def fingerprint_of(args):
     return {key: getattr(args, key) for key in keys if not skip.get(key)}
 
 
-def run_identity(model, patterns):
-    """What a resumed or merged run must share beyond its settings: the model's weights, the patterns, the versions.
+def run_identity(model, patterns, background=None):
+    """What a resumed or merged run must share beyond its settings: the model's weights, the patterns, the
+    background images, the versions.
 
-    SHA-256s of the model's fingerprint (`model.fingerprint`: layers, activations, weights) and
-    of the patterns' arrays, and the library versions that compute the numbers.
+    SHA-256s of the model's fingerprint (`model.fingerprint`: layers, activations, weights), of
+    the patterns' arrays and of the background images (Expected Gradients' baselines), and the
+    library versions that compute the numbers.
     """
     import hashlib
 
@@ -440,6 +518,7 @@ def run_identity(model, patterns):
     return {
         "model_sha256": model_sha,
         "patterns_sha256": checksum(arrays),
+        "background_sha256": checksum({} if background is None else {"background": np.asarray(background)}),
         **{key: found[key] for key in ("pgig_tf", "tensorflow", "keras", "numpy")},
     }
 
@@ -712,7 +791,7 @@ def run(args, checkpoint, info_path, examples_path):
             checkpoint_every=args.checkpoint_every,
             lerf=lerf,
             first_index=shard_bounds(setting.total_images, args.num_shards, args.shard_index)[0],
-            identity=run_identity(setting.model, setting.patterns),
+            identity=run_identity(setting.model, setting.patterns, setting.background),
             keep_examples=6 if args.shard_index == 0 else 0,
             examples_path=examples_path if args.shard_index == 0 else None,
             verbose=not args.quiet,

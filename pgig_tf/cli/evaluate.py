@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from pgig_tf.cli.shared import PATTERNS_FORMATS
+from pgig_tf.cli.shared import PATTERNS_FORMATS, check_against_model, read_images_npz
 from pgig_tf.names import DEFAULT_METHODS, PERTURBATION_REPLACEMENTS
 
 EMBEDDED = "digits"
@@ -205,72 +205,6 @@ def parse_args(argv=None):
 
 # ----------------------------------------------------------------------------------------------
 # The user's .npz files
-
-
-def read_images_npz(path, option, need_labels=True):
-    """(x float32 (N, H, W, C), y int64 (N,) or None) of an .npz given to `option`; SystemExit naming file and key otherwise.
-
-    Checks everything that does not need the model: the file is an .npz, `x` is there and holds
-    finite real numbers shaped (N, H, W, C) with N >= 2, and `y` (read if `need_labels`) holds
-    N non-negative integer classes.
-    """
-    from pgig_tf.files import CorruptFileError, read_npz
-
-    expected = "an image file (.npz with x: images (N, H, W, C), optional y: N classes)"
-    try:
-        entries, _ = read_npz(path, expected, "Write it with numpy.savez(path, x=images, y=labels).")
-    except CorruptFileError as error:
-        raise SystemExit(f"{option}: {error}") from None
-
-    def fail(message):
-        return SystemExit(f"{option}: {path!r}: {message}")
-
-    if "x" not in entries:
-        raise fail(f"no array 'x' (the images); the file holds {sorted(entries) or 'no arrays'}")
-    x = entries["x"]
-    if x.dtype == bool or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
-        raise fail(f"'x' must hold real numbers (images preprocessed for the model), got dtype {x.dtype}")
-    if x.ndim != 4:
-        hint = ""
-        if x.ndim == 3:
-            hint = " (one colour image? save x[None]; grey images without a channel axis? save x[..., None])"
-        raise fail(f"'x' must have shape (N, H, W, C), got {x.shape}{hint}")
-    if len(x) < 2:
-        raise fail(f"'x' holds {len(x)} image(s); at least 2 are needed (intervals are bootstrapped over images)")
-    with np.errstate(over="ignore"):
-        x32 = x.astype(np.float32)
-    bad = ~np.isfinite(x32)
-    if bad.any():
-        images = np.unique(np.nonzero(bad)[0])
-        raise fail(
-            f"'x' holds {int(bad.sum())} NaN, Inf or float32-overflowing value(s), in images {images[:10].tolist()}"
-        )
-    if not need_labels or "y" not in entries:
-        return x32, None
-    y = entries["y"]
-    if y.ndim != 1:
-        hint = " (one-hot labels? save y.argmax(axis=1))" if y.ndim == 2 and len(y) == len(x) else ""
-        raise fail(f"'y' must hold one class index per image, shape ({len(x)},), got {y.shape}{hint}")
-    if len(y) != len(x):
-        raise fail(f"'y' holds {len(y)} labels for the {len(x)} images of 'x'")
-    if y.dtype == bool or not np.issubdtype(y.dtype, np.integer):
-        raise fail(f"'y' must hold integer class indices, got dtype {y.dtype} (save y.astype(int))")
-    if (y < 0).any():
-        raise fail(f"'y' holds negative classes, e.g. {int(y[y < 0][0])} at image {int(np.flatnonzero(y < 0)[0])}")
-    return x32, y.astype(np.int64)
-
-
-def check_against_model(x, y, input_shape, width, where, x_name="'x'", y_name="'y'"):
-    """SystemExit saying `where` if images `x` do not fit the model's `input_shape` or labels `y` its `width` outputs."""
-    expected = tuple(input_shape[1:])
-    if x.shape[1:] != expected:
-        raise SystemExit(f"{where}: {x_name} holds images of shape {x.shape[1:]}; the model takes {expected}")
-    if y is not None and (y >= width).any():
-        first = int(np.flatnonzero(y >= width)[0])
-        raise SystemExit(
-            f"{where}: {y_name} holds class {int(y[first])} (image {first}), but the model has {width} "
-            f"outputs (classes 0..{width - 1})"
-        )
 
 
 # ----------------------------------------------------------------------------------------------

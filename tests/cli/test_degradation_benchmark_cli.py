@@ -413,3 +413,48 @@ def test_set_overrides_a_methods_setting_and_is_part_of_the_fingerprint():
     assert cli.needs_patterns(
         cli.parse_args(["--methods", "gradient,smoothgrad", "--set", 'smoothgrad.rule="pattern_net"'])
     )
+
+
+def test_the_users_images_from_an_npz_file(tmp_path):
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(3, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
+    model.set_weights([np.random.default_rng(1).normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
+    model.save(tmp_path / "m.keras")
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(10, 8, 8, 1)).astype("float32")
+    y = model.predict(x, verbose=0).argmax(1)
+    np.savez(tmp_path / "images.npz", x=x, y=y)
+    np.savez(tmp_path / "train.npz", x=rng.normal(size=(30, 8, 8, 1)).astype("float32"))
+    common = ["--model", str(tmp_path / "m.keras"), "--dataset", str(tmp_path / "images.npz"), "--quiet"]
+    common += ["--patch-size", "2", "--num-steps", "8", "--images-per-batch", "4"]
+    out = tmp_path / "out"
+    cli.main(
+        [
+            "--out",
+            str(out),
+            *common,
+            "--methods",
+            "gradient,pgig,random",
+            "--background-npz",
+            str(tmp_path / "train.npz"),
+        ]
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_images"] == 10 and results["model"]["test_accuracy"] == 1.0  # y are the model's classes
+    assert results["settings"]["background_npz"] == str(tmp_path / "train.npz")
+    with pytest.raises(SystemExit, match="pattern methods and expected_gradients need training images"):
+        cli.main(["--out", str(tmp_path / "o2"), *common, "--methods", "pgig"])
+    np.savez(tmp_path / "bad.npz", images=x)
+    with pytest.raises(SystemExit, match=r"--dataset: .*bad.npz'?: no array 'x' \(the images\)"):
+        cli.main(["--out", str(tmp_path / "o3"), *common[:2], "--dataset", str(tmp_path / "bad.npz"), "--quiet"])
+    np.savez(tmp_path / "wrong.npz", x=np.zeros((3, 9, 9, 1), "float32"))
+    with pytest.raises(SystemExit, match=r"holds images of shape \(9, 9, 1\); the model takes \(8, 8, 1\)"):
+        cli.main(["--out", str(tmp_path / "o4"), *common[:2], "--dataset", str(tmp_path / "wrong.npz"), "--quiet"])
