@@ -40,6 +40,7 @@ _PUBLIC = {
     "fit_patterns": "pgig_tf.patterns.fitting",
     "Patterns": "pgig_tf.patterns.patterns",
     "SoftmaxOutputWarning": "pgig_tf.validation",
+    "ConvergenceWarning": "pgig_tf.validation",
     "CorruptFileError": "pgig_tf.files",
     "OtherModelError": "pgig_tf.model.fingerprint",
     "OtherModelWarning": "pgig_tf.model.fingerprint",

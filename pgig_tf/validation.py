@@ -187,6 +187,18 @@ def check_noise_scale(noise_scale, name="noise_scale"):
     return float(noise_scale)
 
 
+def check_tolerance(tolerance, name="tolerance"):
+    """A finite float > 0 (a relative tolerance), or a ValueError naming `name`."""
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, numbers.Real)
+        or not np.isfinite(tolerance)
+        or tolerance <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0, got {tolerance!r}")
+    return float(tolerance)
+
+
 def resolve_output(output, names, model_name):
     """The index of the explained output: `output` is one of `names` or an index; None only for one output."""
     listed = ", ".join(repr(n) for n in names)
@@ -236,6 +248,10 @@ def check_finite_attributions(result, method, model=None):
             "probabilities."
         )
     return result
+
+
+class ConvergenceWarning(UserWarning):
+    """Some samples of a steps="auto" path method did not meet the tolerance within max_steps (see `last_converged`)."""
 
 
 class SoftmaxOutputWarning(UserWarning):

@@ -17,7 +17,11 @@ from pgig_tf.persistence import HEADER_KEY
 SETTINGS = {
     "gradient": {"batch_size": 7},
     "input_t_gradient": {},
-    "integrated_gradients": {"steps": 5, "baseline": np.random.default_rng(9).normal(size=(9, 9, 2))},
+    "integrated_gradients": {
+        "steps": 5,
+        "baseline": np.random.default_rng(9).normal(size=(9, 9, 2)),
+        "method": "gausslegendre",
+    },
     "guided_backprop": {},
     "pattern_net": {},
     "pattern_attribution": {},
@@ -25,7 +29,7 @@ SETTINGS = {
     "smoothgrad": {"samples": 4, "noise_scale": 0.2, "seed": 3},
     "smoothgrad_squared": {"samples": 3, "rule": "pattern_attribution", "seed": 1},
     "vargrad": {"samples": 3, "rule": "guided_backprop", "seed": 2},
-    "smoothgrad_ig": {"steps": 3, "samples": 2, "seed": 4},
+    "smoothgrad_ig": {"steps": 3, "samples": 2, "seed": 4, "method": "riemann_trapezoid"},
     "expected_gradients": {"samples": 5, "max_background": 6, "seed": 5},
     "smooth_taylor": {
         "samples": 4,
@@ -34,7 +38,7 @@ SETTINGS = {
         "criterion": "total_variation",
         "seed": 6,
     },
-    "noise_baseline_ig": {"steps": 3, "samples": 2, "seed": 7},
+    "noise_baseline_ig": {"steps": 3, "samples": 2, "seed": 7, "method": "riemann_middle"},
     "random": {"seed": 8},
 }
 
@@ -330,6 +334,7 @@ def test_files_of_the_previous_version_still_load_unverified(dense_model, tmp_pa
 # Settings changed after construction, for several analyzers: (name, constructor settings, changes)
 CHANGED = [
     ("integrated_gradients", {}, {"steps": 7, "baseline": 0.25, "batch_size": 5}),
+    ("integrated_gradients", {}, {"steps": "auto", "method": "riemann_middle", "tolerance": 0.05, "max_steps": 27}),
     ("pgig", {}, {"steps": 4, "baseline": np.full((1, 1, 2), -0.5, np.float32)}),
     ("smoothgrad", {"seed": 1}, {"samples": 3, "noise_scale": 0.4, "seed": 12}),
     ("smoothgrad_ig", {"seed": 2}, {"steps": 2, "samples": 3, "noise_scale": 0.05, "baseline": 0.1}),

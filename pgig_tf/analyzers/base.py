@@ -63,6 +63,11 @@ class Analyzer:
     # output saturates; they warn (SoftmaxOutputWarning) when the explained output is a softmax.
     expects_logits = False
 
+    # analyze(..., return_convergence_delta=True) is defined (path integrals from a fixed baseline);
+    # `no_delta_reason` says why a class has none.
+    has_convergence_delta = False
+    no_delta_reason = "only Integrated Gradients and PGIG, path integrals from a fixed baseline, have one"
+
     # Settings of this process's devices, not of the method: `save` leaves them out.
     _runtime_arguments = ("strategy",)
 
@@ -118,6 +123,7 @@ class Analyzer:
         self.patterns = patterns
         self._rule = None
         self._engine = None
+        self._call_first_index = 0  # the first_index of the current analyze call
         if patterns is not None or not self.needs_patterns:
             self._get_rule()  # unsupported layers and bad patterns fail here, not at analyze
 
@@ -194,7 +200,7 @@ class Analyzer:
             self._spec.check(data, name="data", embed=False)  # nothing to fit, but wrong data is still an error
         return self
 
-    def analyze(self, x, neuron_selection="max_activation", *, first_index: int = 0):
+    def analyze(self, x, neuron_selection="max_activation", return_convergence_delta=False, *, first_index: int = 0):
         """Attributions for output `neuron_selection` ('max_activation', an int, or one int per sample).
 
         Args:
@@ -204,6 +210,8 @@ class Analyzer:
                 batch, but for the maps returned), with the same random draws as one call.
             neuron_selection: 'max_activation' (the argmax of the explained output), an int, or one
                 int per sample.
+            return_convergence_delta: also return the completeness gap of each sample,
+                f(x) − f(x̄) − Σᵢ φᵢ with f the explained output (Integrated Gradients and PGIG only).
             first_index: the index of x's first sample in a larger set explained in pieces. Random
                 draws (noise, baselines, background samples) are keyed by the seed and each
                 sample's index, so pieces explained with their first_index get exactly the draws
@@ -213,16 +221,23 @@ class Analyzer:
             The attributions, shaped and structured like `x` (a dataset gives the maps of all its
             samples, stacked in order). A token input (ids into an Embedding layer) gets one score
             per token: the attribution on its embedded vectors summed over the embedding axis.
+            With `return_convergence_delta`: (attributions, delta), delta one number per sample.
 
         Raises:
             TypeError, ValueError: `x` or `neuron_selection` does not fit the model, or the result
                 overflowed (NaN/Inf).
+            ValueError: `return_convergence_delta` for a method without a convergence delta.
         """
         first_index = check_first_index(first_index)
+        self._call_first_index = first_index  # batches of a stream after this index continue this call
+        if return_convergence_delta and not self.has_convergence_delta:
+            raise ValueError(f"{type(self).__name__} has no convergence delta: {self.no_delta_reason}")
         if _is_stream(x):
-            return self._analyze_stream(x, neuron_selection, first_index)
+            return self._analyze_stream(x, neuron_selection, return_convergence_delta, first_index)
         batch = self._check_x(x)
         targets = self._targets(batch, neuron_selection)
+        if return_convergence_delta:
+            return self._analyze_with_delta(batch, targets, self._next_seed(), first_index)
         return self._analyze_checked(batch, targets, self._next_seed(), first_index)
 
     def _check_x(self, x):
@@ -234,7 +249,11 @@ class Analyzer:
         result = self._get_engine()(batch.engine, targets, seed=seed, first_index=first_index)
         return self._finish(result, batch)
 
-    def _analyze_stream(self, data, neuron_selection, first_index=0):
+    def _analyze_with_delta(self, batch, targets, seed, first_index):
+        """(maps, completeness gap per sample) of a checked batch; only where `has_convergence_delta`."""
+        raise NotImplementedError
+
+    def _analyze_stream(self, data, neuron_selection, with_delta=False, first_index=0):
         """`analyze` over a dataset, one batch at a time, with the random draws of one call."""
         per_sample = not isinstance(neuron_selection, (str, numbers.Integral)) and np.ndim(neuron_selection) > 0
         selection = np.asarray(neuron_selection) if per_sample else neuron_selection
@@ -244,20 +263,25 @@ class Analyzer:
             batches = (data[i] for i in range(len(data)))
             batches = (b[0] if isinstance(b, tuple) else b for b in batches)
         seed = self._next_seed()
-        pieces, first = [], 0
+        pieces, deltas, first = [], [], 0
         for raw in batches:
             batch = self._check_x(raw)
             count = batch.num_samples
             if per_sample and first + count > len(selection):
                 raise ValueError(f"neuron_selection has {len(selection)} indices but x has more samples")
             targets = self._targets(batch, selection[first : first + count] if per_sample else selection)
-            pieces.append(self._analyze_checked(batch, targets, seed, first_index + first))
+            if with_delta:
+                maps, delta = self._analyze_with_delta(batch, targets, seed, first_index + first)
+                pieces.append(maps)
+                deltas.append(delta)
+            else:
+                pieces.append(self._analyze_checked(batch, targets, seed, first_index + first))
             first += count
         if not pieces:
             raise ValueError("x is an empty dataset: it yielded no batch")
         if per_sample and first != len(selection):
             raise ValueError(f"neuron_selection has {len(selection)} indices but x has {first} samples")
-        return _stack(pieces)
+        return (_stack(pieces), np.concatenate(deltas)) if with_delta else _stack(pieces)
 
     def predict(self, x) -> np.ndarray:
         """The explained output on `x` (inference mode), computed `batch_size` samples at a time.
@@ -324,10 +348,10 @@ class Analyzer:
             self._spec_rule = SpecRule(rule, self._spec)
         return self._spec_rule
 
-    def _make_engine(self, aggregator):
-        """A GradientEngine for `aggregator` (told the input segments, for per-input noise ranges)."""
+    def _make_engine(self, aggregator, engine_class=GradientEngine):
+        """An `engine_class` (a GradientEngine) for `aggregator` (told the input segments, for per-input noise ranges)."""
         aggregator.segments = self._spec.segments
-        return GradientEngine(
+        return engine_class(
             self.model,
             self._engine_rule(),
             aggregator,

@@ -9,8 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 from pgig_tf.analyzers.base import Analyzer
-from pgig_tf.analyzers.integrated import PathBaseline
+from pgig_tf.analyzers.integrated import PathBaseline, check_path_steps
 from pgig_tf.core import aggregators as A
+from pgig_tf.core.integration import DEFAULT_METHOD, check_method
 from pgig_tf.evaluation.degradation import Degrader, aupc
 from pgig_tf.evaluation.smoothness import autvc
 from pgig_tf.model.distribute import strategy_scope
@@ -62,46 +63,81 @@ class VarGradAnalyzer(SmoothGradAnalyzer):
 
 
 class SmoothGradIGAnalyzer(PathBaseline, _SamplingAnalyzer):
-    """SmoothGrad-IG (App. A.3): IG's path mean averaged over noisy inputs, times (x - baseline).
+    """SmoothGrad-IG (App. A.3): IG's path integral averaged over noisy inputs, times (x - baseline).
+
+    `analyze(..., return_convergence_delta=True)` is refused: each path ends at a noisy copy
+    x + eps but its gradient is multiplied by (x - baseline), so the maps do not add up to
+    f(x) - f(baseline) even with infinitely many steps and samples.
 
     Args:
         model: the Keras model to explain.
-        steps: path points per noisy input (right Riemann sum, Eq. 1).
+        steps: path points per noisy input.
         samples: noisy inputs per input.
         noise_scale: sigma as a fraction of each sample's (max - min).
         baseline: the path's start, a scalar or an array that broadcasts to one sample.
+        method: the integration rule along each path (see `IntegratedGradientsAnalyzer`; default
+            'riemann_right', Eq. 1).
         **options: the shared analyzer options (see `Analyzer.__init__`): `rule`, `patterns`, `seed`,
             `batch_size`, `output`, `compute_dtype`, `jit_compile`, `strategy`.
+
+    Raises:
+        ValueError: an unknown method, or steps the rule cannot use (steps="auto" is for
+            integrated_gradients and pgig).
     """
 
-    def __init__(self, model, *, steps=25, samples=25, noise_scale=0.15, baseline=0.0, **options):
+    no_delta_reason = (
+        "its paths end at noisy copies x + eps while their gradients are multiplied by x - baseline, so its maps "
+        "do not add up to f(x) - f(baseline) even in the limit of many steps and samples"
+    )
+
+    def __init__(
+        self, model, *, steps=25, samples=25, noise_scale=0.15, baseline=0.0, method=DEFAULT_METHOD, **options
+    ):
         super().__init__(model, **options)
         self._set_sampling(samples, noise_scale)
-        self.steps = check_positive_int(steps, "steps")
+        self.method = check_method(method)
+        self.steps = check_path_steps(steps, self.method)
         self.baseline = baseline
 
     def _make_aggregator(self):
-        return A.NoisyPath(self.steps, self.samples, self.noise_scale, self._engine_baseline)
+        return A.NoisyPath(self.steps, self.samples, self.noise_scale, self._engine_baseline, self.method)
 
 
 class NoiseBaselineIGAnalyzer(_SamplingAnalyzer):
     """IG with uniform-noise baselines (SmoothTaylor paper Eq. 3): mean of `samples` IG maps, baselines U[min x, max x].
 
+    `analyze(..., return_convergence_delta=True)` is refused: the maps add up to f(x) minus the
+    mean of f over the random baselines (in the limit of many steps), and those baselines are
+    drawn inside the compiled loop; `integrated_gradients` with the same `steps` and `method`
+    measures the integration error of one path.
+
     Args:
         model: the Keras model to explain.
         steps: path points per baseline.
         samples: baselines per input, each feature uniform on [min x, max x] of the sample.
+        method: the integration rule along each path (see `IntegratedGradientsAnalyzer`; default
+            'riemann_right', Eq. 1).
         **options: the shared analyzer options (see `Analyzer.__init__`): `rule`, `patterns`, `seed`,
             `batch_size`, `output`, `compute_dtype`, `jit_compile`, `strategy`.
+
+    Raises:
+        ValueError: an unknown method, or steps the rule cannot use (steps="auto" is for
+            integrated_gradients and pgig).
     """
 
-    def __init__(self, model, *, steps=50, samples=10, **options):
+    no_delta_reason = (
+        "its maps add up to f(x) minus the mean of f over random baselines drawn inside the compiled loop; "
+        "integrated_gradients with the same steps and method measures the integration error of one path"
+    )
+
+    def __init__(self, model, *, steps=50, samples=10, method=DEFAULT_METHOD, **options):
         super().__init__(model, **options)
         self._set_sampling(samples, 0.0)
-        self.steps = check_positive_int(steps, "steps")
+        self.method = check_method(method)
+        self.steps = check_path_steps(steps, self.method)
 
     def _make_aggregator(self):
-        return A.UniformNoiseBaselines(self.steps, self.samples)
+        return A.UniformNoiseBaselines(self.steps, self.samples, self.method)
 
 
 class ExpectedGradientsAnalyzer(_SamplingAnalyzer):
@@ -239,7 +275,9 @@ class SmoothTaylorAnalyzer(_SamplingAnalyzer):
         best = np.argmin(scores, axis=0)
         chosen = np.asarray(self.candidates)[best]
         # a dataset's later batches add their samples' choices
-        self.chosen_noise_scales = chosen if first_index == 0 else np.concatenate([self.chosen_noise_scales, chosen])
+        # a dataset's later batches (after the call's first) add theirs to the call's choices
+        continuing = first_index > self._call_first_index
+        self.chosen_noise_scales = np.concatenate([self.chosen_noise_scales, chosen]) if continuing else chosen
         return self._finish(maps[best, np.arange(len(x))], batch)
 
     def _candidate_engine(self, noise_scale):

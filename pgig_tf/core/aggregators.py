@@ -11,6 +11,16 @@ Random draws come from `pgig_tf.core.noise` (counter-based streams: independent 
 import numpy as np
 import tensorflow as tf
 
+from pgig_tf.core.integration import (
+    AUTO_AGREEMENTS,
+    DEFAULT_METHOD,
+    RIEMANN_LEFT,
+    RIEMANN_MIDDLE,
+    RIEMANN_RIGHT,
+    check_method,
+    check_steps,
+    nodes_and_weights,
+)
 from pgig_tf.core.noise import (
     ALPHA_STREAM,
     BACKGROUND_INDEX_STREAM,
@@ -63,19 +73,71 @@ def _path_point(x, baseline, step, steps):
     return baseline + per_row(alpha, x) * (x - baseline)
 
 
-class StraightPath(Aggregator):
-    """Integrated Gradients' path (PGIG paper Eq. 1, 4): right Riemann sum over k = 1..m.
+class PathRule:
+    """An integration rule (`core.integration`) at m = `steps` points, as the path aggregators use it.
 
-    Point k of sample x is `baseline + k/m (x - baseline)`; the result is
-    `(x - baseline) * mean_k gradient(point k)`.
+    Point k is `baseline + alpha_k (x - baseline)`. The engine averages over the m draws, so a
+    point's gradient is scaled by m w_k (None where every w_k = 1/m): the mean is then Σ_k w_k g_k.
     """
 
-    def __init__(self, steps, baseline):
-        self.draws = int(steps)
+    def __init__(self, steps, method=DEFAULT_METHOD):
+        self.method = check_method(method)
+        self.steps = check_steps(self.method, int(steps))
+        alphas, weights = nodes_and_weights(self.method, self.steps)
+        self.alphas = alphas
+        self.scales = None if self.method in (RIEMANN_RIGHT, RIEMANN_LEFT, RIEMANN_MIDDLE) else weights * self.steps
+
+    def point(self, x, baseline, step):
+        """The path point of draw `step` (one per row of `x`)."""
+        if self.method == RIEMANN_RIGHT:
+            return _path_point(x, baseline, step, self.steps)  # alpha = k/m as one float division, as Eq. 1
+        alpha = tf.gather(tf.constant(self.alphas, x.dtype), step)
+        return baseline + per_row(alpha, x) * (x - baseline)
+
+    def scale(self, step, like):
+        """m w_k of each row's draw, shaped to broadcast against `like`; None for equal weights."""
+        if self.scales is None:
+            return None
+        return per_row(tf.gather(tf.constant(self.scales, like.dtype), step), like)
+
+
+class StraightPath(Aggregator):
+    """Integrated Gradients' path (PGIG paper Eq. 1, 4) with an integration rule (`core.integration`).
+
+    Point k of sample x is `baseline + alpha_k (x - baseline)`; the result is
+    `(x - baseline) * Σ_k w_k gradient(point k)`. The default rule, right Riemann, has
+    alpha_k = k/m and w_k = 1/m, k = 1..m.
+    """
+
+    def __init__(self, steps, baseline, method=DEFAULT_METHOD):
+        self.rule = PathRule(steps, method)
+        self.draws = self.rule.steps
         self.baseline = np.asarray(baseline, dtype=np.float32)
 
     def points(self, x, sample_index, draw_index, seed):
-        return _path_point(x, tf.cast(self.baseline, x.dtype), draw_index, self.draws), None
+        point = self.rule.point(x, tf.cast(self.baseline, x.dtype), draw_index)
+        return point, self.rule.scale(draw_index, x)
+
+    def finish(self, x, reduced):
+        return (x - tf.cast(self.baseline, x.dtype)) * reduced
+
+
+class RefinedPath(Aggregator):
+    """Integrated Gradients' path refined until it converges (steps="auto"; `core.engine.RefiningEngine`).
+
+    `levels` are `core.integration.refinement_levels(method, max_steps)`; a sample stops at the
+    first level whose map, like those of the `agreements` - 1 levels before, differs from its
+    predecessor by at most `tolerance` (relative L2), and, with `check_completeness`, whose
+    completeness gap |f(x) - f(x̄) - Σφ| is at most `tolerance` |f(x) - f(x̄)|.
+    """
+
+    def __init__(self, levels, baseline, tolerance, check_completeness, agreements=AUTO_AGREEMENTS):
+        self.levels = levels
+        self.baseline = np.asarray(baseline, dtype=np.float32)
+        self.tolerance = float(tolerance)
+        self.check_completeness = bool(check_completeness)
+        self.agreements = int(agreements)  # successive refinements within the tolerance that stop a sample
+        self.draws = sum(len(level.alphas) for level in levels)
 
     def finish(self, x, reduced):
         return (x - tf.cast(self.baseline, x.dtype)) * reduced
@@ -99,10 +161,14 @@ class GaussianNoise(Aggregator):
 
 
 class NoisyPath(Aggregator):
-    """SmoothGrad-IG (App. A.3): (x - x̄)/m Σ_k 1/n Σ_n ∇f(x̄ + k/m (x'_n - x̄)), x'_n = x + eps_n."""
+    """SmoothGrad-IG (App. A.3): (x - x̄)/m Σ_k 1/n Σ_n ∇f(x̄ + k/m (x'_n - x̄)), x'_n = x + eps_n.
 
-    def __init__(self, steps, samples, noise_scale, baseline):
-        self.steps, self.samples = int(steps), int(samples)
+    With another integration rule: (x - x̄) Σ_k w_k 1/n Σ_n ∇f(x̄ + alpha_k (x'_n - x̄)).
+    """
+
+    def __init__(self, steps, samples, noise_scale, baseline, method=DEFAULT_METHOD):
+        self.rule = PathRule(steps, method)
+        self.steps, self.samples = self.rule.steps, int(samples)
         self.draws = self.steps * self.samples
         self.noise_scale = float(noise_scale)
         self.baseline = np.asarray(baseline, dtype=np.float32)
@@ -110,7 +176,7 @@ class NoisyPath(Aggregator):
     def points(self, x, sample_index, draw_index, seed):
         noise_index, step = draw_index // self.steps, draw_index % self.steps  # one noisy input per `steps` points
         noisy = x + sample_noise(x, seed, sample_index, noise_index, self.samples, self.noise_scale, self.segments)
-        return _path_point(noisy, tf.cast(self.baseline, x.dtype), step, self.steps), None
+        return self.rule.point(noisy, tf.cast(self.baseline, x.dtype), step), self.rule.scale(step, x)
 
     def finish(self, x, reduced):
         return (x - tf.cast(self.baseline, x.dtype)) * reduced
@@ -120,11 +186,12 @@ class UniformNoiseBaselines(Aggregator):
     """IG with uniform-noise baselines (SmoothTaylor paper Eq. 3): the mean of N IG maps.
 
     Baseline n of sample x is uniform noise in [min(x), max(x)]; the draws are the N x m
-    path points, each weighted by its own (x - baseline_n).
+    path points, each weighted by its own (x - baseline_n) (and m w_k for a rule with unequal weights).
     """
 
-    def __init__(self, steps, samples):
-        self.steps, self.samples = int(steps), int(samples)
+    def __init__(self, steps, samples, method=DEFAULT_METHOD):
+        self.rule = PathRule(steps, method)
+        self.steps, self.samples = self.rule.steps, int(samples)
         self.draws = self.steps * self.samples
 
     def points(self, x, sample_index, draw_index, seed):
@@ -133,7 +200,8 @@ class UniformNoiseBaselines(Aggregator):
         ids = row_ids(sample_index, noise_index, self.samples)
         unit = keyed_rows(seed, UNIFORM_BASELINE_STREAM, ids, x, UNIFORM)
         baseline = low + unit * (high - low)
-        return _path_point(x, baseline, step, self.steps), x - baseline
+        scale = self.rule.scale(step, x)
+        return self.rule.point(x, baseline, step), (x - baseline) if scale is None else (x - baseline) * scale
 
 
 class BackgroundBaselines(Aggregator):

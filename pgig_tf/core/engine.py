@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from pgig_tf.core.aggregators import MEAN_SQUARE, VARIANCE, per_row
+from pgig_tf.core.aggregators import MEAN_SQUARE, VARIANCE, RefinedPath, per_row
 from pgig_tf.core.noise import one_random_call_per_row
 from pgig_tf.model.distribute import check_jit_compile, check_strategy, distribute_batch, replica_device
 from pgig_tf.model.precision import check_compute_dtype, compute_dtype_scope
@@ -70,7 +70,8 @@ class GradientEngine:
         seed = tf.constant(seed, dtype=tf.int64)
         first_index = tf.constant(first_index, dtype=tf.int32)
         try:
-            return function(tf.constant(x), tf.constant(targets, dtype=tf.int32), seed, first_index).numpy()
+            result = function(tf.constant(x), tf.constant(targets, dtype=tf.int32), seed, first_index)
+            return tf.nest.map_structure(lambda tensor: tensor.numpy(), result)
         except tf.errors.InvalidArgumentError as error:
             if not (self.jit_compile and self.strategy is not None and "located in device" in error.message):
                 raise
@@ -136,9 +137,39 @@ class GradientEngine:
 
         def replica(x, targets, offset):
             # a replica without samples skips the loop (XLA cannot even compile it for 0 samples)
-            return tf.cond(tf.shape(x)[0] > 0, lambda: loop(x, targets, offset), lambda: tf.zeros_like(x))
+            return tf.cond(tf.shape(x)[0] > 0, lambda: loop(x, targets, offset), lambda: self._empty_result(x))
 
-        return strategy.gather(strategy.run(replica, args=(x_shards, target_shards, offsets)), axis=0)
+        results = strategy.run(replica, args=(x_shards, target_shards, offsets))
+        return tf.nest.map_structure(lambda values: strategy.gather(values, axis=0), results)
+
+    def _empty_result(self, x):
+        """What `_attribute` returns for no samples (a replica's empty shard)."""
+        return tf.zeros_like(x)
+
+    def output_values(self, points):
+        """The explained output (numpy, one row per point, flattened) of the engine's points, e.g. f(x) and f(x̄).
+
+        Evaluated `batch_size` points at a time through the rule's forward pass (which computes the
+        model's values) in the engine's compute dtype, on the default device.
+        """
+        key = ("outputs", tuple(points.shape[1:]), np.dtype(points.dtype).name)
+        if key not in self._functions:
+            signature = [tf.TensorSpec((None,) + tuple(points.shape[1:]), points.dtype)]
+            self._functions[key] = tf.function(self._output_values, input_signature=signature)
+        return self._functions[key](tf.constant(points)).numpy()
+
+    def _output_values(self, points):
+        count = tf.shape(points)[0]
+        values = tf.TensorArray(points.dtype, size=(count + self.batch_size - 1) // self.batch_size, infer_shape=False)
+        for chunk in tf.range(values.size()):
+            values = values.write(chunk, self._forward(points[chunk * self.batch_size : (chunk + 1) * self.batch_size]))
+        return values.concat()
+
+    def _forward(self, points):
+        """The explained output on `points`, flattened to one row per point, in the points' dtype."""
+        with compute_dtype_scope(self.model, self.compute_dtype):
+            outputs = self.rule.forward(self.model, points)
+            return tf.cast(tf.reshape(outputs, [tf.shape(outputs)[0], -1]), points.dtype)
 
     def _gradients(self, points, targets):
         """d(seed * output[target]) / d points, one row per point, through the rule's backward pass."""
@@ -217,3 +248,141 @@ def _merge(count, mean, m2, value, sample_index, num_samples, with_m2, valid=Non
     chunk_m2 = tf.math.unsorted_segment_sum(tf.square(centred), sample_index, num_samples)
     new_m2 = m2 + chunk_m2 + tf.square(delta) * per_row(count, value) * weight
     return new_count, new_mean, new_m2
+
+
+class RefiningEngine(GradientEngine):
+    """steps="auto": a `RefinedPath` aggregator's levels, evaluated until each sample converges, in one compiled call.
+
+    Level by level (a `tf.while_loop`), only the samples that have not converged are evaluated,
+    and only at the level's new nodes (`core.integration.refinement_levels`), through the same
+    chunked loop as `GradientEngine` (`batch_size` points at a time, across samples). After a
+    level, a sample's map φ = (x - x̄) ⊙ S is compared with the previous level's: it has
+    converged when ||φ - φ_prev||₂ <= tolerance ||φ||₂ held for `aggregator.agreements` (default
+    `core.integration.AUTO_AGREEMENTS`, 2) successive levels and, with `check_completeness`, |f(x) - f(x̄) - Σφ| <= tolerance |f(x) - f(x̄)|;
+    converged samples keep their map. A sample still open after the last level keeps that
+    level's map.
+
+    A call returns a dict of per-sample arrays: 'maps', 'steps' (the points of the rule its map
+    uses), 'evaluations' (gradient evaluations spent on it), 'converged' (1 if it met the
+    tolerance, else 0) and 'delta' (f(x) - f(x̄) - Σφ).
+    """
+
+    def __init__(self, model, rule, aggregator, **options):
+        if not isinstance(aggregator, RefinedPath):
+            raise TypeError(f"RefiningEngine needs a RefinedPath aggregator, got {type(aggregator).__name__}")
+        super().__init__(model, rule, aggregator, **options)
+
+    def _empty_result(self, x):
+        count = tf.zeros([0], tf.int32)
+        return {
+            "maps": tf.zeros_like(x),
+            "steps": count,
+            "evaluations": count,
+            "converged": count,
+            "delta": tf.zeros([0], x.dtype),
+        }
+
+    def _selected_values(self, x, targets):
+        """f(x_i)[targets_i] for every sample, `batch_size` samples at a time."""
+        count = tf.shape(x)[0]
+        values = tf.zeros([count], x.dtype)
+        for chunk in tf.range((count + self.batch_size - 1) // self.batch_size):
+            tf.autograph.experimental.set_loop_options(parallel_iterations=1)
+            # a fixed chunk size (the last chunk repeats its last sample), which XLA needs
+            rows = tf.minimum(chunk * self.batch_size + tf.range(tf.minimum(self.batch_size, count)), count - 1)
+            outputs = self._forward(tf.gather(x, rows))
+            selected = tf.gather(outputs, tf.gather(targets, rows), axis=1, batch_dims=1)
+            values = tf.tensor_scatter_nd_update(values, rows[:, None], selected)
+        return values
+
+    def _attribute(self, x, targets, seed, offset=None):
+        aggregator = self.aggregator
+        dtype = x.dtype
+        levels = aggregator.levels
+        sizes = [len(level.alphas) for level in levels]
+        alphas = tf.constant(np.concatenate([level.alphas for level in levels]), dtype)
+        weights = tf.constant(np.concatenate([level.weights for level in levels]), dtype)
+        starts = tf.constant(np.cumsum([0] + sizes[:-1]), tf.int32)
+        counts = tf.constant(sizes, tf.int32)
+        level_steps = tf.constant([level.steps for level in levels], tf.int32)
+        carries = tf.constant([level.carry for level in levels], dtype)
+        tolerance = tf.constant(aggregator.tolerance, dtype)
+        baseline = tf.cast(aggregator.baseline, dtype)
+        num_samples = tf.shape(x)[0]
+        axes = list(range(1, x.shape.rank))
+
+        def rows_of(flags):  # a per-sample flag shaped to broadcast against x
+            return tf.reshape(flags, [-1] + [1] * (x.shape.rank - 1))
+
+        # f(x) - f(x̄) of each sample's explained output, for the completeness gap
+        baseline_row = tf.broadcast_to(baseline, tf.shape(x[:1]))
+        baseline_value = tf.gather(self._forward(baseline_row)[0], targets)
+        difference = self._selected_values(x, targets) - baseline_value
+
+        estimate = tf.zeros_like(x)  # S = Σ_k w_k gradient(point k) of each sample's last level
+        active = tf.ones([num_samples], tf.bool)
+        converged = tf.zeros([num_samples], tf.bool)
+        steps = tf.zeros([num_samples], tf.int32)
+        evaluations = tf.zeros([num_samples], tf.int32)
+        calm = tf.zeros([num_samples], tf.int32)  # successive refinements that changed the map by <= tolerance
+        level = tf.constant(0)
+        while tf.logical_and(level < len(levels), tf.reduce_any(active)):
+            count, start = counts[level], starts[level]
+            # the open samples first, in order: the r-th point row of this level belongs to order[r // count]
+            order = tf.argsort(tf.cast(tf.logical_not(active), tf.int32), stable=True)
+            total = tf.reduce_sum(tf.cast(active, tf.int32)) * count
+            level_sum = tf.zeros_like(x)
+            chunk = tf.constant(0)
+            # a while loop, not a for over tf.range: XLA cannot compile a range of data-dependent length
+            while chunk * self.batch_size < total:
+                tf.autograph.experimental.set_loop_options(parallel_iterations=1)
+                level_sum += self._refine_chunk(
+                    x, targets, baseline, order, chunk, total, count, start, alphas, weights
+                )
+                chunk += 1
+            refined = tf.where(rows_of(active), carries[level] * estimate + level_sum, estimate)
+            maps, previous = (x - baseline) * refined, (x - baseline) * estimate
+            change = tf.norm(tf.reshape(maps - previous, [num_samples, -1]), axis=1)
+            size = tf.norm(tf.reshape(maps, [num_samples, -1]), axis=1)
+            calm = tf.where(tf.logical_and(level > 0, change <= tolerance * size), calm + 1, 0)
+            done = calm >= aggregator.agreements
+            if aggregator.check_completeness:
+                gap = tf.abs(difference - tf.reduce_sum(maps, axis=axes))
+                done = tf.logical_and(done, gap <= tolerance * tf.abs(difference))
+            done = tf.logical_and(done, active)
+            steps = tf.where(active, level_steps[level], steps)
+            evaluations = tf.where(active, evaluations + count, evaluations)
+            converged = tf.logical_or(converged, done)
+            active = tf.logical_and(active, tf.logical_not(done))
+            estimate = refined
+            level += 1
+        maps = aggregator.finish(x, estimate)
+        return {
+            "maps": maps,
+            "steps": steps,
+            "evaluations": evaluations,
+            "converged": tf.cast(converged, tf.int32),
+            "delta": difference - tf.reduce_sum(maps, axis=axes),
+        }
+
+    def _refine_chunk(self, x, targets, baseline, order, chunk, total, count, start, alphas, weights):
+        """Σ w_k gradient(point k) per sample over one chunk of a level's `total` (open sample, new node) pairs.
+
+        Pair r is node `start + r % count` of sample `order[r // count]`.
+        """
+        if self.jit_compile:  # static chunk size (`total` depends on the data): padding repeats the last pair, weight 0
+            flat = chunk * self.batch_size + tf.range(self.batch_size)
+            valid = tf.cast(flat < total, x.dtype)
+            flat = tf.minimum(flat, total - 1)
+        else:
+            flat = tf.range(chunk * self.batch_size, tf.minimum((chunk + 1) * self.batch_size, total))
+            valid = None
+        sample_index = tf.gather(order, flat // count)
+        node = start + flat % count
+        rows = tf.gather(x, sample_index)
+        points = baseline + per_row(tf.gather(alphas, node), rows) * (rows - baseline)
+        weight = tf.gather(weights, node)
+        if valid is not None:
+            weight = weight * valid
+        value = self._gradients(points, tf.gather(targets, sample_index)) * per_row(weight, rows)
+        return tf.math.unsorted_segment_sum(value, sample_index, tf.shape(x)[0])

@@ -1,4 +1,5 @@
-"""Pure-numpy (float64) reference for gradient / guided / IG / PatternNet / PatternAttribution / PGIG."""
+"""Pure-numpy (float64) reference for gradient / guided / IG (five integration rules, exact ReLU-path integral) /
+PatternNet / PatternAttribution / PGIG."""
 
 # Layer-spec format: a network is a plain Python list of the dataclasses below, applied in order
 # to a batch x (NHWC images or (N, D) vectors).  Kernels follow TensorFlow/Keras conventions:
@@ -265,14 +266,82 @@ def guided_backprop(layers, x, targets):
     return backward(layers, x, targets, "guided")[0]
 
 
-def integrated_gradients(layers, x, targets, baseline=None, steps=50, rule="gradient", patterns=None):
-    """Right Riemann sum: (x - x0) * (1/m) sum_{k=1..m} grad(x0 + k/m (x - x0))."""
+def path_rule(method, steps):
+    """(alphas, weights) of an m-point rule on [0, 1], written out from the definitions:
+    right/left/middle Riemann k/m, (k-1)/m, (k-1/2)/m with weight 1/m; trapezoid (k-1)/(m-1)
+    with end weights 1/(2(m-1)) and inner 1/(m-1); Gauss-Legendre (1 + xi)/2 with weight omega/2."""
+    m = steps
+    if method == "riemann_right":
+        return [k / m for k in range(1, m + 1)], [1 / m] * m
+    if method == "riemann_left":
+        return [(k - 1) / m for k in range(1, m + 1)], [1 / m] * m
+    if method == "riemann_middle":
+        return [(k - 0.5) / m for k in range(1, m + 1)], [1 / m] * m
+    if method == "riemann_trapezoid":
+        return [(k - 1) / (m - 1) for k in range(1, m + 1)], [
+            (0.5 if k in (1, m) else 1.0) / (m - 1) for k in range(1, m + 1)
+        ]
+    if method == "gausslegendre":
+        xi, omega = np.polynomial.legendre.leggauss(m)
+        return list((1 + xi) / 2), list(omega / 2)
+    raise ValueError(f"unknown method {method!r}")
+
+
+def integrated_gradients(layers, x, targets, baseline=None, steps=50, rule="gradient", patterns=None, method=None):
+    """Right Riemann sum: (x - x0) * (1/m) sum_{k=1..m} grad(x0 + k/m (x - x0)); with `method`
+    (see `path_rule`): (x - x0) * sum_k w_k grad(x0 + alpha_k (x - x0))."""
     x = np.asarray(x, F64)
     x0 = np.zeros_like(x) if baseline is None else np.broadcast_to(np.asarray(baseline, F64), x.shape)
     total = np.zeros_like(x)
+    if method is not None:
+        for alpha, weight in zip(*path_rule(method, steps)):
+            total += weight * backward(layers, x0 + alpha * (x - x0), targets, rule, patterns)[0]
+        return (x - x0) * total
     for k in range(1, steps + 1):
         total += backward(layers, x0 + (k / steps) * (x - x0), targets, rule, patterns)[0]
     return (x - x0) * total / steps
+
+
+def relu_path_breakpoints(layers, x, x0):
+    """The alphas in [0, 1] between which every ReLU gate along x0 + alpha (x - x0) is constant (one sample).
+
+    For nets of Dense, Conv2D, ReLU and Flatten: the pre-activation of a gate is affine in alpha
+    between the breakpoints of the gates before it, so its zero crossings are found by linear
+    interpolation, gate by gate.
+    """
+    for layer in layers:
+        if not isinstance(layer, (Dense, Conv2D, ReLU, Flatten)):
+            raise TypeError(f"breakpoints need a piecewise-linear net of Dense/Conv2D/ReLU/Flatten, got {layer!r}")
+    x, x0 = np.asarray(x, F64), np.broadcast_to(np.asarray(x0, F64), np.shape(x))
+    points = np.array([0.0, 1.0])
+    for index, layer in enumerate(layers):
+        gated = isinstance(layer, ReLU) or (isinstance(layer, (Dense, Conv2D)) and layer.activation == "relu")
+        if not gated:
+            continue
+        path = x0[None] + points.reshape((-1,) + (1,) * x.ndim) * (x - x0)[None]
+        z = _forward(layers[: index + 1], path)[1][index][1].reshape(len(points), -1)  # the gate's input
+        z0, z1 = z[:-1], z[1:]
+        crossing = z0 * z1 < 0
+        fraction = np.where(crossing, z0 / np.where(crossing, z0 - z1, 1.0), 0.0)
+        roots = (points[:-1, None] + fraction * np.diff(points)[:, None])[crossing]
+        points = np.unique(np.concatenate([points, roots]))
+    return points
+
+
+def integrated_gradients_exact(layers, x, targets, baseline=None, rule="gradient", patterns=None):
+    """The exact path integral (x - x0) * integral_0^1 grad(x0 + alpha (x - x0)) d alpha of a piecewise-linear
+    ReLU net: the gradient is constant between the breakpoints (`relu_path_breakpoints`)."""
+    x = np.asarray(x, F64)
+    x0 = np.zeros_like(x) if baseline is None else np.broadcast_to(np.asarray(baseline, F64), x.shape)
+    t = np.broadcast_to(np.asarray(targets, dtype=np.int64).reshape(-1), (len(x),))
+    result = np.zeros_like(x)
+    for i in range(len(x)):
+        points = relu_path_breakpoints(layers, x[i], x0[i])
+        middles = (points[:-1] + points[1:]) / 2
+        path = x0[i][None] + middles.reshape((-1,) + (1,) * (x.ndim - 1)) * (x[i] - x0[i])[None]
+        gradients = backward(layers, path, np.full(len(middles), t[i]), rule, patterns)[0]
+        result[i] = (x[i] - x0[i]) * np.tensordot(np.diff(points), gradients, axes=1)
+    return result
 
 
 def pattern_net(layers, x, targets, patterns):
@@ -283,9 +352,9 @@ def pattern_attribution(layers, x, targets, patterns):
     return backward(layers, x, targets, "pattern_attribution", patterns, seed="value")[0]
 
 
-def pgig(layers, x, targets, patterns, baseline=None, steps=50):
+def pgig(layers, x, targets, patterns, baseline=None, steps=50, method=None):
     """Integrated gradients whose gradients use the pattern_attribution rule (seed 1.0)."""
-    return integrated_gradients(layers, x, targets, baseline, steps, "pattern_attribution", patterns)
+    return integrated_gradients(layers, x, targets, baseline, steps, "pattern_attribution", patterns, method)
 
 
 # ----------------------------------------------------------------------------- patterns (Eq. 2)

@@ -271,3 +271,39 @@ def test_compute_patterns_kind_selection():
         np.testing.assert_allclose(P[1], nr.patterns_dense(h, layers[3].W, layers[3].b, kinds[1]))
         np.testing.assert_allclose(P[2], nr.patterns_dense(h2, layers[4].W, layers[4].b, kinds[2]))
     assert not np.allclose(nr.compute_patterns(layers, X, "relu")[0], nr.compute_patterns(layers, X, "linear")[0])
+
+
+def test_integration_rules_of_the_reference_path():
+    rng = np.random.default_rng(10)
+    layers = [_dense(rng, 5, 6, "relu"), _dense(rng, 6, 3)]
+    x, x0, t = rng.normal(size=(3, 5)), rng.normal(size=5), np.array([0, 2, 1])
+    right = nr.integrated_gradients(layers, x, t, x0, steps=5)
+    np.testing.assert_allclose(nr.integrated_gradients(layers, x, t, x0, 5, method="riemann_right"), right, rtol=1e-13)
+    # the trapezoid rule is the mean of the left and right sums with one more interval
+    trapezoid = nr.integrated_gradients(layers, x, t, x0, 6, method="riemann_trapezoid")
+    left = nr.integrated_gradients(layers, x, t, x0, 5, method="riemann_left")
+    np.testing.assert_allclose(trapezoid, (left + right) / 2, rtol=1e-12, atol=1e-14)
+    for method in ("riemann_left", "riemann_middle", "gausslegendre"):
+        assert not np.allclose(nr.integrated_gradients(layers, x, t, x0, 5, method=method), right)
+
+
+@pytest.mark.parametrize("idx", [0, 1])
+def test_exact_relu_path_integral_is_complete_and_the_limit_of_the_sums(idx):
+    rng = np.random.default_rng(11)
+    if idx == 0:
+        layers = [_dense(rng, 5, 8, "relu"), _dense(rng, 8, 8), nr.ReLU(), _dense(rng, 8, 3)]
+        shape = (3, 5)
+    else:
+        layers = [_conv(rng, 3, 3, 2, 3, padding="same", activation="relu"), nr.Flatten(), _dense(rng, 48, 3, "relu")]
+        layers.append(_dense(rng, 3, 2))
+        shape = (2, 4, 4, 2)
+    x, x0 = rng.normal(0, 2, size=shape), rng.normal(0, 0.5, size=shape[1:])
+    t = np.arange(shape[0]) % 2
+    exact = nr.integrated_gradients_exact(layers, x, t, x0)
+    delta = nr.forward(layers, x)[np.arange(shape[0]), t] - nr.forward(layers, np.broadcast_to(x0, x.shape))[0, t]
+    np.testing.assert_allclose(exact.reshape(shape[0], -1).sum(1), delta, rtol=1e-10, atol=1e-12)
+    assert min(len(nr.relu_path_breakpoints(layers, x[i], x0)) for i in range(shape[0])) > 4  # kinks inside
+    fine = nr.integrated_gradients(layers, x, t, x0, 2000, method="riemann_middle")
+    coarse = nr.integrated_gradients(layers, x, t, x0, 8, method="riemann_middle")
+    scale = np.abs(exact).max()
+    assert np.abs(fine - exact).max() < 2e-3 * scale < np.abs(coarse - exact).max()
