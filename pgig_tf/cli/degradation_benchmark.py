@@ -289,11 +289,9 @@ def _array_batches(images, labels, args):
 
 def digits_setting(args, model=None, strategy=None):
     """The embedded default: the cached digits CNN (or `model`) on held-out digits; patterns fitted on the rest."""
-    from pgig_tf.cli.shared import load_patterns
     from pgig_tf.datasets.digits import load_digits_images, trained_digits_cnn
     from pgig_tf.evaluation.benchmark import predict_batches
     from pgig_tf.model.distribute import mirror_model
-    from pgig_tf.patterns.fitting import fit_patterns
 
     if model is None:
         from pgig_tf.cli.console import without_notices
@@ -310,11 +308,7 @@ def digits_setting(args, model=None, strategy=None):
         name = args.model
     count = min(args.num_images or len(x_test), len(x_test))
     model = mirror_model(model, strategy)
-    patterns = None
-    if args.patterns:
-        patterns = load_patterns(args.patterns, model, args.patterns_format)
-    elif needs_patterns(args):
-        patterns = fit_patterns(model, x_train[: args.pattern_images], verbose=False, strategy=strategy)
+    patterns = run_patterns(args, model, x_train, strategy, verbose=False)
     batches, num_images = _array_batches(x_test[:count], y_test[:count], args)
     description = {
         "model": name,
@@ -323,6 +317,19 @@ def digits_setting(args, model=None, strategy=None):
         "test_images": int(len(x_test)),
     }
     return Setting(model, accuracy, batches, num_images, patterns, x_train[: args.num_background], description, count)
+
+
+def run_patterns(args, model, training_images, strategy=None, verbose=False):
+    """The run's patterns: read from --patterns, else fitted on the first --pattern-images training images
+    when a method needs them, else None."""
+    from pgig_tf.cli.shared import load_patterns
+    from pgig_tf.patterns.fitting import fit_patterns
+
+    if args.patterns:
+        return load_patterns(args.patterns, model, args.patterns_format)
+    if needs_patterns(args):
+        return fit_patterns(model, training_images[: args.pattern_images], verbose=verbose, strategy=strategy)
+    return None
 
 
 def run_settings(args, name):
@@ -341,10 +348,8 @@ def tfds_setting(args, strategy=None):
     """VGG16 (or a .keras model) on a TFDS image dataset, streamed in batches of this shard's images."""
     import keras
 
-    from pgig_tf.cli.shared import load_patterns
     from pgig_tf.datasets import imagenet
     from pgig_tf.model.distribute import mirror_model
-    from pgig_tf.patterns.fitting import fit_patterns
 
     if args.model == "vgg16":
         preprocess, size = imagenet.PREPROCESSING[args.preprocessing]
@@ -361,11 +366,7 @@ def tfds_setting(args, strategy=None):
     background, _ = imagenet.load_tfds_images(
         args.dataset, args.background_split, num_images=args.num_background, **source
     )
-    patterns = None
-    if args.patterns:
-        patterns = load_patterns(args.patterns, model, args.patterns_format)
-    elif needs_patterns(args):
-        patterns = fit_patterns(model, background[: args.pattern_images], verbose=not args.quiet, strategy=strategy)
+    patterns = run_patterns(args, model, background, strategy, verbose=not args.quiet)
     batches = (
         (images, labels)
         for images, labels in imagenet.iterate_tfds_images(
@@ -392,12 +393,11 @@ def tfds_setting(args, strategy=None):
 
 def npz_setting(args, strategy=None):
     """The digits CNN or a .keras model on the user's images from an .npz (x, optional y), in batches of this shard."""
-    from pgig_tf.cli.shared import check_against_model, load_patterns, read_images_npz
+    from pgig_tf.cli.shared import check_against_model, read_images_npz
     from pgig_tf.data import shard_bounds
     from pgig_tf.evaluation.benchmark import predict_batches
     from pgig_tf.model.distribute import mirror_model
     from pgig_tf.model.spec import model_io
-    from pgig_tf.patterns.fitting import fit_patterns
 
     x, y = read_images_npz(args.dataset, "--dataset")
     background = None
@@ -418,19 +418,17 @@ def npz_setting(args, strategy=None):
         check_against_model(background, None, input_shape, width, f"--background-npz: {args.background_npz!r}")
     if args.true_label and y is None:
         raise SystemExit(f"--true-label: {args.dataset!r} holds no 'y' (the images' classes)")
-    uses_background = any(name == "expected_gradients" for name in args.methods)
-    if background is None and not args.patterns and (needs_patterns(args) or uses_background):
+    from pgig_tf.analyzers import analyzer_class
+
+    uses_background = any(analyzer_class(name).uses_background for name in args.methods)
+    if background is None and ((needs_patterns(args) and not args.patterns) or uses_background):
         raise SystemExit(
             "pattern methods and expected_gradients need training images: give --background-npz FILE (or --patterns "
             "FILE for the pattern methods)"
         )
     accuracy = None if y is None else float(np.mean(predict_batches(model, x).reshape(len(x), -1).argmax(1) == y))
     model = mirror_model(model, strategy)
-    patterns = None
-    if args.patterns:
-        patterns = load_patterns(args.patterns, model, args.patterns_format)
-    elif needs_patterns(args):
-        patterns = fit_patterns(model, background[: args.pattern_images], verbose=False, strategy=strategy)
+    patterns = run_patterns(args, model, background, strategy, verbose=False)
     count = min(args.num_images or len(x), len(x))
     start, stop = shard_bounds(count, args.num_shards, args.shard_index)
     step = args.images_per_batch
