@@ -19,6 +19,7 @@ FILE_KINDS = {
     "__pgig_tf_analyzer__": "an analyzer file (written by analyzer.save); read it with pgig_tf.load_analyzer(path, model)",
     "__pgig_tf_checkpoint__": "a fit_patterns checkpoint; it resumes a fit: fit_patterns(..., checkpoint=path)",
     "__progress__": "a fit_patterns checkpoint; it resumes a fit: fit_patterns(..., checkpoint=path)",
+    "__pgig_tf_roar_maps__": "a pgig-roar-benchmark maps file (one method's maps of the digits); that command reads it",
 }
 
 
