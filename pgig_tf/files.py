@@ -21,6 +21,7 @@ FILE_KINDS = {
     "__progress__": "a fit_patterns checkpoint; it resumes a fit: fit_patterns(..., checkpoint=path)",
     "__pgig_tf_evaluation__": "a pgig-evaluate checkpoint of per-image scores; read it with "
     "pgig_tf.evaluation.faithfulness.EvaluationState.load(path)",
+    "__pgig_tf_roar_maps__": "a pgig-roar-benchmark maps file (one method's maps of the digits); that command reads it",
 }
 
 

@@ -7,7 +7,16 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COMMANDS = ("degradation_benchmark", "explain", "fit_patterns", "stress_test", "axioms", "sanity_check", "evaluate")
+COMMANDS = (
+    "degradation_benchmark",
+    "explain",
+    "fit_patterns",
+    "stress_test",
+    "axioms",
+    "sanity_check",
+    "evaluate",
+    "roar_benchmark",
+)
 
 PROBE = """
 import contextlib, io, sys
