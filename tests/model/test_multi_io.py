@@ -177,9 +177,10 @@ def test_random_control_returns_one_map_per_input():
     model = two_in_two_out()
     a, b = inputs_with_equal_ranges(2, 7)
     result = create_analyzer("random", model, output=1, seed=5).analyze({"a": a, "b": b})
-    rng = np.random.default_rng(5)
-    np.testing.assert_array_equal(result["a"], rng.random((2, 4), dtype=np.float32))
-    np.testing.assert_array_equal(result["b"], rng.random((2, 3), dtype=np.float32))
+    for i in range(2):  # one stream per sample, keyed by (seed, sample index): input a's values, then b's
+        rng = np.random.default_rng([5, i])
+        np.testing.assert_array_equal(result["a"][i], rng.random(4, dtype=np.float32))
+        np.testing.assert_array_equal(result["b"][i], rng.random(3, dtype=np.float32))
 
 
 def test_outputs_of_a_nested_model_are_named_by_their_layers():
