@@ -141,6 +141,7 @@ def test_noise_is_independent_across_samples_of_a_batch(dense_model):
     assert not np.array_equal(noise[0, 0], noise[0, 1]) and not np.array_equal(noise[0, 0], noise[1, 0])
 
 
+@pytest.mark.slow  # whole runs of the command (or a second process); the default suite has quicker kin
 def test_same_seed_is_bit_identical_in_another_process(dense_model, tmp_path):
     weights = tmp_path / "m.weights.h5"
     dense_model.save_weights(weights)

@@ -8,6 +8,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 from pgig_tf.cli import console
 
@@ -73,6 +74,7 @@ def test_prepare_keeps_what_the_user_set(monkeypatch):
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
 
 
+@pytest.mark.slow  # whole runs of the command (or a second process); the default suite has quicker kin
 def test_main_job_log_is_clean(tmp_path):
     """The benchmark as a user runs it, stdout and stderr redirected to a file: no TensorFlow noise, plain progress."""
     model = keras.Sequential(

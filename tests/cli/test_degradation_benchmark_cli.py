@@ -75,6 +75,7 @@ def test_writes_results_curves_and_heatmaps(default_run):
     assert not {"preprocessing", "weights"} & set(info) and not {"preprocessing", "weights"} & set(results["model"])
 
 
+@pytest.mark.slow  # whole runs of the command (or a second process); the default suite has quicker kin
 def test_same_seed_same_numbers_other_seed_other_noise(tmp_path, cache, default_run):
     first = default_run[1]
     second = run(tmp_path / "b", cache)
@@ -130,6 +131,7 @@ class Interrupting:
         return self.inner.analyze(x, neuron_selection=neuron_selection, first_index=first_index)
 
 
+@pytest.mark.slow  # whole runs of the command (or a second process); the default suite has quicker kin
 def test_an_interrupted_run_resumes_and_says_so_and_fresh_starts_over(tmp_path, cache, capsys, monkeypatch):
     out = tmp_path
     counter = {"batches": 0}

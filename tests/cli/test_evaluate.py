@@ -240,6 +240,7 @@ def test_random_control_and_a_resumed_run_gives_the_same_numbers(whole_run, file
         cli.main(arguments(files, out, "--patch-size", "4"))
 
 
+@pytest.mark.slow  # whole runs of the command (or a second process); the default suite has quicker kin
 def test_a_tfds_dataset_with_patterns_fitted_on_its_training_split(tmp_path):
     """--data NAME streams a TFDS split (TFDS' offline mock data here); patterns come from its train split."""
     import tensorflow_datasets as tfds
