@@ -276,3 +276,17 @@ def user_stacklevel():
     while frame is not None and frame.f_globals.get("__name__", "").startswith("pgig_tf"):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def check_float_images(images):
+    """A finite float array of images (B, H, W, C) (a tensor is converted); TypeError/ValueError otherwise."""
+    if hasattr(images, "numpy"):
+        images = images.numpy()
+    array = np.asarray(images)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(f"images must be a float array (B, H, W, C), got dtype {array.dtype}")
+    if array.ndim != 4:
+        raise ValueError(f"images must have shape (B, H, W, C), got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("images contains NaN or Inf")
+    return array

@@ -8,7 +8,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 from threadpoolctl import ThreadpoolController
 
-from pgig_tf.validation import check_nonnegative_seed
+from pgig_tf.validation import check_float_images, check_nonnegative_seed
 
 # The 8 neighbours of a pixel as (row offset, column offset, weight): 1/6 for each direct
 # neighbour, 1/12 for each diagonal one (4/6 + 4/12 = 1 inside the image).
@@ -62,7 +62,7 @@ def noisy_linear_impute(images, removed, noise=0.01, seed=0, ids=None, solver=No
         ValueError: wrong shapes, non-finite values, negative `noise` or `seed`, or an image with
             every pixel removed (it has no known pixel to interpolate from).
     """
-    images = _check_images(images)
+    images = check_float_images(images)
     removed = _check_removed(removed, images.shape)
     noise = _check_noise(noise)
     seed = check_nonnegative_seed(seed)
@@ -216,19 +216,6 @@ def solve_banded(images, removed):
                 solution = solution[order[start:end] - start]
             solutions.append(solution)
     return solutions
-
-
-def _check_images(images):
-    if hasattr(images, "numpy"):
-        images = images.numpy()
-    array = np.asarray(images)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise TypeError(f"images must be a float array (B, H, W, C), got dtype {array.dtype}")
-    if array.ndim != 4:
-        raise ValueError(f"images must have shape (B, H, W, C), got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError("images contains NaN or Inf")
-    return array
 
 
 def _check_removed(removed, image_shape):

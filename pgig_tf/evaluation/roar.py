@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 
 from pgig_tf.evaluation.perturbation import road_fill
-from pgig_tf.validation import check_nonnegative_seed, check_positive_int
+from pgig_tf.validation import check_float_images, check_nonnegative_seed, check_positive_int
 
 KINDS = ("roar", "kar")  # remove and retrain; keep and retrain
 ROAD = "road"
@@ -101,7 +101,7 @@ def modified_images(
     Raises:
         TypeError, ValueError: for bad shapes or values, or a fill of the wrong size.
     """
-    images = _check_images(images)
+    images = check_float_images(images)
     attributions = np.asarray(attributions)
     if attributions.shape[:3] != images.shape[:3] or attributions.ndim not in (3, 4):
         raise ValueError(
@@ -131,7 +131,7 @@ def modified_images(
 
 def channel_means(images):
     """(C,) float64: the per-channel mean of `images` (n, H, W, C), the constant fill of ROAR/KAR."""
-    return _check_images(images).mean(axis=(0, 1, 2), dtype=np.float64)
+    return check_float_images(images).mean(axis=(0, 1, 2), dtype=np.float64)
 
 
 class Retrainer:
@@ -268,16 +268,3 @@ def _check_fraction(fraction):
     if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
     return float(fraction)
-
-
-def _check_images(images):
-    if hasattr(images, "numpy"):
-        images = images.numpy()
-    array = np.asarray(images)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise TypeError(f"images must be a float array (n, H, W, C), got dtype {array.dtype}")
-    if array.ndim != 4:
-        raise ValueError(f"images must have shape (n, H, W, C), got {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError("images contains NaN or Inf")
-    return array
