@@ -505,12 +505,10 @@ def run_identity(model, patterns, background=None):
     the patterns' arrays and of the background images (Expected Gradients' baselines), and the
     library versions that compute the numbers.
     """
-    import hashlib
-
     from pgig_tf.files import checksum
-    from pgig_tf.model.fingerprint import model_fingerprint
+    from pgig_tf.model.fingerprint import model_sha256
 
-    model_sha = hashlib.sha256(json.dumps(model_fingerprint(model), sort_keys=True).encode()).hexdigest()
+    model_sha = model_sha256(model)
     arrays = {name: np.asarray(patterns[name]) for name in patterns} if patterns is not None else {}
     found = versions()
     return {

@@ -140,6 +140,20 @@ def parse_args(argv=None):
     )
     parser.add_argument("--checkpoint-every", type=int, default=1, help="batches between checkpoints (default 1)")
     parser.add_argument(
+        "--num-shards",
+        type=int,
+        default=1,
+        help="split the images into N contiguous shards, each evaluated by its own process with --shard-index "
+        "(default 1); then --merge",
+    )
+    parser.add_argument("--shard-index", type=int, default=0, help="the shard this process evaluates, 0 to N-1")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="combine the finished shards' checkpoints in --out into the results (the same per-image scores as "
+        "one run)",
+    )
+    parser.add_argument(
         "--fresh",
         action="store_true",
         help="discard the checkpoint in --out and start over (without it a restarted run continues, or "
@@ -163,6 +177,14 @@ def parse_args(argv=None):
         parser.error(f"--num-images must be at least 2 (intervals are bootstrapped over images), got {args.num_images}")
     if args.seed < 0:
         parser.error(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.num_shards < 1:
+        parser.error(f"--num-shards must be a positive integer, got {args.num_shards}")
+    if not 0 <= args.shard_index < args.num_shards:
+        parser.error(f"--shard-index must be in [0, {args.num_shards}), got {args.shard_index}")
+    if args.merge and args.fresh:
+        parser.error("--fresh discards a shard's checkpoint; --merge only reads the shards' checkpoints")
+    if args.merge and args.num_shards < 2:
+        parser.error("--merge combines shards: give the run's --num-shards (at least 2)")
     if args.road_noise is not None and not (math.isfinite(args.road_noise) and args.road_noise >= 0):
         parser.error(f"--road-noise must be a finite number >= 0, got {args.road_noise}")
     if not (math.isfinite(args.blur_sigma) and args.blur_sigma > 0):
@@ -218,7 +240,9 @@ class Inputs:
         self.model = None
         self.model_info = {}
         self.data_info = {}
-        self.num_images = 0
+        self.num_images = 0  # this shard's images
+        self.total_images = 0  # the images of all shards
+        self.first_index = 0  # the index of the shard's first image among them
         self.labelled = False
         self.value_range = None
         self.batches = None  # a function returning a fresh iterator of (images, labels or None)
@@ -283,11 +307,14 @@ def load_data(args, inputs, input_shape, width, npz):
         inputs.data_info = {"data": args.data, "available": len(x), "labels": y is not None}
         inputs.value_range = float(x.max() - x.min())
     count = min(args.num_images or len(x), len(x))
-    x = x[:count]
-    y = None if y is None else y[:count]
+    start, stop = set_shard(args, inputs, count)
+    x = x[start:stop]
+    y = None if y is None else y[start:stop]
     step = args.images_per_batch
-    inputs.num_images, inputs.labelled = count, y is not None
-    inputs.batches = lambda: ((x[i : i + step], None if y is None else y[i : i + step]) for i in range(0, count, step))
+    inputs.labelled = y is not None
+    inputs.batches = lambda: (
+        (x[i : i + step], None if y is None else y[i : i + step]) for i in range(0, stop - start, step)
+    )
     if args.background_npz is None and (args.data_kind == "digits" or args.model == EMBEDDED):
         if inputs.digits is None:
             from pgig_tf.datasets.digits import load_digits_images
@@ -295,6 +322,17 @@ def load_data(args, inputs, input_shape, width, npz):
             inputs.digits = load_digits_images(args.seed)
         inputs.background = lambda: inputs.digits[0]
         inputs.data_info["background"] = "the training digits"
+
+
+def set_shard(args, inputs, count):
+    """Sets the total, this shard's count and first index on `inputs`; returns the shard's (start, stop)."""
+    from pgig_tf.data import shard_bounds
+
+    if count < args.num_shards:
+        raise SystemExit(f"--num-shards {args.num_shards} is more than the {count} images evaluated")
+    start, stop = shard_bounds(count, args.num_shards, args.shard_index)
+    inputs.total_images, inputs.first_index, inputs.num_images = count, start, stop - start
+    return start, stop
 
 
 def _tfds_data(args, inputs, input_shape):
@@ -311,10 +349,16 @@ def _tfds_data(args, inputs, input_shape):
         inputs.value_range, name = 2.0, "unit (squash to the model's input, [-1, 1])"
     source = dict(data_dir=args.data_dir, manual_dir=args.manual_dir, preprocess=preprocess)
     count = args.num_images or 1000
-    inputs.num_images, inputs.labelled = count, True
+    set_shard(args, inputs, count)
+    inputs.labelled = True
     inputs.data_info = {"data": f"{args.data}:{args.split}", "preprocessing": name}
     inputs.batches = lambda: imagenet.iterate_tfds_images(
-        args.data, args.split, batch_size=args.images_per_batch, num_images=count, **source
+        args.data,
+        args.split,
+        batch_size=args.images_per_batch,
+        num_images=count,
+        shard=(args.num_shards, args.shard_index),
+        **source,
     )
     if args.background_npz is None:
         inputs.background = lambda: imagenet.load_tfds_images(
@@ -333,6 +377,7 @@ def resolve_settings(args, inputs, input_shape):
     """The settings that decide the numbers, defaults filled in (the checkpoint's fingerprint, with the files' hashes)."""
     from pgig_tf.evaluation.faithfulness import units_per_step
     from pgig_tf.files import file_sha256
+    from pgig_tf.model.fingerprint import model_sha256
 
     height, width = input_shape[1:3]
     patch = args.patch_size or default_patch_size(height, width)
@@ -346,7 +391,9 @@ def resolve_settings(args, inputs, input_shape):
         "data": args.data,
         "seed": args.seed,
         "methods": args.methods,
-        "num_images": inputs.num_images,
+        "model_sha256": model_sha256(inputs.model),
+        "num_images": inputs.total_images,
+        "num_shards": args.num_shards,
         "target": "label" if args.target == "label" and inputs.labelled else "prediction",
         "images_per_batch": args.images_per_batch,
         "batch_size": batch_size,
@@ -602,11 +649,33 @@ def print_table(results):
 # ----------------------------------------------------------------------------------------------
 
 
+def checkpoint_path(out, num_shards, shard_index):
+    """The checkpoint of one run (scores.npz) or of shard K of N (scores-shardKofN.npz) in `out`."""
+    if num_shards == 1:
+        return os.path.join(out, CHECKPOINT)
+    return os.path.join(out, f"scores-shard{shard_index}of{num_shards}.npz")
+
+
 def main(argv=None):
     from pgig_tf.cli import console
+    from pgig_tf.files import LockedError, exclusive_lock
 
     console.prepare()
     args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    what = f"the output folder {args.out}" + (f" (shard {args.shard_index})" if args.num_shards > 1 else "")
+    lock = os.path.join(args.out, f".lock-shard{'all' if args.merge else args.shard_index}of{args.num_shards}")
+    try:
+        with exclusive_lock(lock, what):
+            return run(args)
+    except LockedError as error:
+        raise SystemExit(str(error)) from None
+
+
+def run(args):
+    """One run, one shard (--shard-index of --num-shards) or the merge of all shards (--merge)."""
+    from pgig_tf.cli import console
+
     npz = read_images_npz(args.data, "--data") if args.data_kind == "npz" else None
     if args.background_npz is not None:
         read_images_npz(args.background_npz, "--background-npz", need_labels=False)  # fail before any work
@@ -623,8 +692,7 @@ def main(argv=None):
     warnings.filterwarnings("ignore", category=SoftmaxOutputWarning)  # the class's probability is explained on purpose
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()  # a resumed run computes the same numbers
-    os.makedirs(args.out, exist_ok=True)
-    checkpoint = os.path.join(args.out, CHECKPOINT)
+    checkpoint = checkpoint_path(args.out, args.num_shards, args.shard_index)
     if args.fresh and os.path.exists(checkpoint):
         os.remove(checkpoint)
         if not args.quiet:
@@ -634,55 +702,65 @@ def main(argv=None):
     input_shape, width = load_model(args, inputs)
     load_data(args, inputs, input_shape, width, npz)
     settings = resolve_settings(args, inputs, input_shape)
-    state = None
-    if os.path.exists(checkpoint):
-        try:
-            state = EvaluationState.load(checkpoint, settings)
-        except CorruptFileError as error:
-            raise SystemExit(str(error)) from None
-        except ValueError as error:
-            raise SystemExit(f"{error}.\nUse another --out, or --fresh to discard it and start over.") from None
-
-    metrics = FaithfulnessMetrics(
-        inputs.model,
-        patch_size=settings["patch_size"],
-        patch_step=settings["patches_per_step"],
-        pixel_step=settings["pixels_per_step"],
-        blur_sigma=settings["blur_sigma"],
-        road_noise=settings["road_noise"],
-        deletion_value=settings["deletion_value"],
-        seed=args.seed,
-        batch_size=settings["batch_size"],
-    )
-    fractions = metrics.fractions((1,) + tuple(input_shape[1:]))
-    num_batches = -(-inputs.num_images // args.images_per_batch)
-    if state is None:
-        info = {
-            "model": inputs.model_info,
-            "data": inputs.data_info,
-            "fractions": {name: f.tolist() for name, f in fractions.items()},
-        }
-        state = EvaluationState(settings, args.methods, {name: len(f) for name, f in fractions.items()}, info)
-    if state.finished:
-        if not args.quiet:
-            print("already complete (--fresh recomputes): the results are rewritten from the checkpoint")
+    fingerprint = dict(settings, shard_index=args.shard_index)
+    if args.merge:
+        state = merge_shards(args, settings)
     else:
-        if state.batches_done and not args.quiet:
-            print(f"resuming: {state.batches_done} of {num_batches} batches done")
-        analyzers = build_method_analyzers(args, inputs, settings, input_shape, width)
-        use_labels = settings["target"] == "label"
-        batches = ((images, labels, labels if use_labels else None) for images, labels in inputs.batches())
-        progress = None if args.quiet else Progress(num_batches, "batch", start=state.batches_done)
-        evaluate_batches(
-            analyzers,
-            metrics,
-            batches,
-            state,
-            checkpoint=checkpoint,
-            checkpoint_every=args.checkpoint_every,
+        state = None
+        if os.path.exists(checkpoint):
+            try:
+                state = EvaluationState.load(checkpoint, fingerprint)
+            except CorruptFileError as error:
+                raise SystemExit(str(error)) from None
+            except ValueError as error:
+                raise SystemExit(f"{error}.\nUse another --out, or --fresh to discard it and start over.") from None
+        metrics = FaithfulnessMetrics(
+            inputs.model,
+            patch_size=settings["patch_size"],
+            patch_step=settings["patches_per_step"],
+            pixel_step=settings["pixels_per_step"],
+            blur_sigma=settings["blur_sigma"],
+            road_noise=settings["road_noise"],
+            deletion_value=settings["deletion_value"],
             seed=args.seed,
-            progress=progress,
+            batch_size=settings["batch_size"],
         )
+        fractions = metrics.fractions((1,) + tuple(input_shape[1:]))
+        num_batches = -(-inputs.num_images // args.images_per_batch)
+        if state is None:
+            info = {
+                "model": inputs.model_info,
+                "data": inputs.data_info,
+                "fractions": {name: f.tolist() for name, f in fractions.items()},
+            }
+            state = EvaluationState(fingerprint, args.methods, {name: len(f) for name, f in fractions.items()}, info)
+        if state.finished:
+            if not args.quiet:
+                print("already complete (--fresh recomputes): the results are rewritten from the checkpoint")
+        else:
+            if state.batches_done and not args.quiet:
+                print(f"resuming: {state.batches_done} of {num_batches} batches done")
+            analyzers = build_method_analyzers(args, inputs, settings, input_shape, width)
+            use_labels = settings["target"] == "label"
+            batches = ((images, labels, labels if use_labels else None) for images, labels in inputs.batches())
+            progress = None if args.quiet else Progress(num_batches, "batch", start=state.batches_done)
+            evaluate_batches(
+                analyzers,
+                metrics,
+                batches,
+                state,
+                checkpoint=checkpoint,
+                checkpoint_every=args.checkpoint_every,
+                first_index=inputs.first_index,
+                progress=progress,
+            )
+        if args.num_shards > 1:
+            if not args.quiet:
+                print(
+                    f"shard {args.shard_index} of {args.num_shards} done ({state.num_images} images, "
+                    f"{time.perf_counter() - started:.0f} s); run again with --merge when all are"
+                )
+            return None
     if state.num_images < 2:
         raise SystemExit(f"only {state.num_images} image(s) were evaluated; intervals need at least 2")
     results = results_of(state, settings, args)
@@ -691,9 +769,35 @@ def main(argv=None):
         print_table(results)
         print(
             f"{state.num_images} images, {len(args.methods)} methods; {time.perf_counter() - started:.0f} s in all "
-            f"(this run); wrote {os.path.join(args.out, 'results.json')}, results.md, evaluation.png, {CHECKPOINT}"
+            f"(this run); wrote {os.path.join(args.out, 'results.json')}, results.md, evaluation.png"
+            + ("" if args.merge else f", {CHECKPOINT}")
         )
     return results
+
+
+def merge_shards(args, settings):
+    """--merge: the merged state of every shard's finished checkpoint in --out, checked against these settings."""
+    from pgig_tf.evaluation.faithfulness import EvaluationState
+    from pgig_tf.files import CorruptFileError
+
+    paths = [checkpoint_path(args.out, args.num_shards, index) for index in range(args.num_shards)]
+    missing = [os.path.basename(p) for p in paths if not os.path.exists(p)]
+    if missing:
+        raise SystemExit(f"missing shard checkpoints in {args.out}: {', '.join(missing)}")
+    shards = []
+    for index, path in enumerate(paths):
+        try:
+            shard = EvaluationState.load(path, dict(settings, shard_index=index))
+        except CorruptFileError as error:
+            raise SystemExit(str(error)) from None
+        except ValueError as error:
+            raise SystemExit(f"{error}: merge with the shards' own settings") from None
+        if not shard.finished:
+            raise SystemExit(
+                f"{path} is unfinished ({shard.num_images} images so far): run shard {index} again to complete it"
+            )
+        shards.append(shard)
+    return EvaluationState.merged(shards)
 
 
 if __name__ == "__main__":

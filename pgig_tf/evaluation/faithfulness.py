@@ -289,29 +289,65 @@ class EvaluationState:
             raise unreadable(path, expected, f"the entry {error} is missing", remedy) from None
         return state
 
+    @classmethod
+    def merged(cls, shards):
+        """One state holding the shards' images in order, as one run over all of them would.
 
-def batch_seed(seed, index):
-    """The seed of the random methods on batch `index`: no two batches share noise, and a resumed run draws the same."""
-    return (seed * 1_000_003 + index * 7919) % (2**31 - 1)
+        Args:
+            shards: the finished states of shards 0, 1, ... of one run, in that order; each
+                fingerprint holds its `shard_index`, and they agree on everything else.
+
+        Raises:
+            ValueError: a shard is unfinished, out of order, or of other settings or methods.
+        """
+        shards = list(shards)
+        if not shards:
+            raise ValueError("no shard states to merge")
+        common = {k: v for k, v in shards[0].fingerprint.items() if k != "shard_index"}
+        for position, shard in enumerate(shards):
+            if shard.fingerprint.get("shard_index") != position:
+                raise ValueError(f"shard {position} holds shard_index {shard.fingerprint.get('shard_index')!r}")
+            if not shard.finished:
+                raise ValueError(f"shard {position} is not finished ({shard.batches_done} batches done)")
+            own = {k: v for k, v in shard.fingerprint.items() if k != "shard_index"}
+            if own != common or shard.methods != shards[0].methods:
+                differing = sorted(k for k in set(own) | set(common) if own.get(k) != common.get(k))
+                raise ValueError(f"shard {position} was run with other settings ({', '.join(differing) or 'methods'})")
+        lengths = {c: len(shards[0].curve_sums[shards[0].methods[0]][c]) for c in CURVES}
+        state = cls(common, shards[0].methods, lengths, shards[0].info)
+        state.batches_done = sum(shard.batches_done for shard in shards)
+        state.finished = True
+        for name in state.methods:
+            for metric in METRICS:
+                state.scores[name][metric] = np.concatenate([shard.scores[name][metric] for shard in shards])
+            for curve in CURVES:
+                state.curve_sums[name][curve] = sum(shard.curve_sums[name][curve] for shard in shards)
+            for key in ("attribution", "metrics"):
+                state.seconds[name][key] = sum(shard.seconds[name][key] for shard in shards)
+        for key in ("targets", "predictions", "labels"):
+            setattr(state, key, np.concatenate([getattr(shard, key) for shard in shards]))
+        return state
 
 
 def evaluate_batches(
-    analyzers, metrics, batches, state, checkpoint=None, checkpoint_every=1, seed=0, predict=None, progress=None
+    analyzers, metrics, batches, state, checkpoint=None, checkpoint_every=1, first_index=0, predict=None, progress=None
 ):
     """Adds to `state` every analyzer's scores on each batch it does not hold yet, saving it as it goes.
 
-    Each map is computed once per method and batch (the analyzers' random draws seeded by
-    `batch_seed(seed, index)`) and every metric is evaluated on it; images stream through in
-    the given batches, so memory does not grow with their number (but for the per-image scores).
+    Each map is computed once per method and batch and every metric is evaluated on it; images
+    stream through in the given batches, so memory does not grow with their number (but for the
+    per-image scores). The analyzers' random draws (and ROAD's noise) are keyed by each image's
+    index in the whole set (`first_index` + its position in the run), so a resumed run, another
+    batching or a shard of the set draws exactly what one uninterrupted run draws.
 
     Args:
-        analyzers: {method: analyzer}, the methods of `state`.
+        analyzers: {method: analyzer}, the methods of `state` (each seeded with the run's seed).
         metrics: a `FaithfulnessMetrics`.
         batches: iterable of (images, labels or None, targets or None); targets None explains
             the class the model predicts for the clean image.
         state: an `EvaluationState`; its first `batches_done` batches are skipped.
         checkpoint: path the state is saved to every `checkpoint_every` batches and at the end (None: never).
-        seed: the run's seed (`batch_seed`).
+        first_index: the index of the run's first image in the whole set (a shard's start).
         predict: function of images -> model outputs (n, classes); default `predict_batches(metrics.model, .)`.
         progress: a `progress.Progress` (or None) updated after each batch.
 
@@ -319,24 +355,24 @@ def evaluate_batches(
         `state`, with `finished` set.
     """
     from pgig_tf.evaluation.benchmark import predict_batches
+    from pgig_tf.validation import check_first_index
 
     predict = predict or (lambda x: predict_batches(metrics.model, x))
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    first_index = check_first_index(first_index)
     for index, (images, labels, targets) in enumerate(batches):
         if index < state.batches_done:
             continue  # counted before a restart
         predictions = np.argmax(np.asarray(predict(images)).reshape(len(images), -1), axis=1)
         targets = predictions if targets is None else np.asarray(targets)
-        first_index = state.num_images
+        start = first_index + state.num_images
         results = {}
         for name, analyzer in analyzers.items():
-            if hasattr(analyzer, "seed"):
-                analyzer.seed = batch_seed(seed, index)
-            start = time.perf_counter()
-            maps = np.asarray(analyzer.analyze(images, neuron_selection=targets))
+            began = time.perf_counter()
+            maps = np.asarray(analyzer.analyze(images, neuron_selection=targets, first_index=start))
             middle = time.perf_counter()
-            scores, curves = metrics.evaluate(images, maps, targets, first_index)
-            results[name] = (scores, curves, middle - start, time.perf_counter() - middle)
+            scores, curves = metrics.evaluate(images, maps, targets, start)
+            results[name] = (scores, curves, middle - began, time.perf_counter() - middle)
         state.add(results, targets, predictions, labels)
         state.batches_done = index + 1
         if checkpoint is not None and state.batches_done % checkpoint_every == 0:
@@ -408,7 +444,6 @@ __all__ = [
     "FaithfulnessMetrics",
     "METRICS",
     "SRG_METRICS",
-    "batch_seed",
     "evaluate_batches",
     "summarise",
     "units_per_step",

@@ -70,6 +70,11 @@ def model_fingerprint(model):
     return fingerprint
 
 
+def model_sha256(model):
+    """One SHA-256 of `model_fingerprint(model)`: equal for two models exactly when their fingerprints are."""
+    return hashlib.sha256(json.dumps(model_fingerprint(model), sort_keys=True).encode()).hexdigest()
+
+
 @contextlib.contextmanager
 def cached_fingerprints():
     """Within the block each model's fingerprint is computed once (its weights must not change meanwhile)."""

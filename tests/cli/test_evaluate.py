@@ -100,6 +100,10 @@ def without_timings(results):
         (["--data", "missing.npz"], "--data: no file 'missing.npz'"),
         (["--background-npz", "missing.npz"], "--background-npz: no file 'missing.npz'"),
         (["--curves-replacement", "zero"], "invalid choice: 'zero'"),
+        (["--num-shards", "0"], "--num-shards must be a positive integer, got 0"),
+        (["--num-shards", "2", "--shard-index", "2"], "--shard-index must be in [0, 2), got 2"),
+        (["--num-shards", "2", "--merge", "--fresh"], "--fresh discards a shard's checkpoint; --merge only reads"),
+        (["--merge"], "--merge combines shards: give the run's --num-shards (at least 2)"),
     ],
 )
 def test_argument_errors(argv, message, capsys):
@@ -271,3 +275,48 @@ def test_a_tfds_dataset_with_patterns_fitted_on_its_training_split(tmp_path):
     assert settings["road_noise"] == 0.02 and settings["target"] == "label"
     assert results["num_images"] == 4 and len(results["fractions"]["morf_road"]) == 1 + 8
     assert all(math.isfinite(results["methods"][m]["srg_road"]) for m in ("gradient", "pattern_attribution"))
+
+
+def test_shards_merged_give_the_per_image_scores_of_one_run(whole_run, files, tmp_path):
+    """Two shards (4 and 3 images, batched otherwise than one run) merge into one run's numbers, random included."""
+    first = whole_run[1]
+    out = tmp_path / "sharded"
+    with pytest.raises(SystemExit, match=r"--num-shards 8 is more than the 7 images evaluated"):
+        cli.main(arguments(files, out, "--num-shards", "8"))
+    with pytest.raises(SystemExit, match=r"missing shard checkpoints in .*scores-shard0of2.npz, scores-shard1of2.npz"):
+        cli.main(arguments(files, out, "--num-shards", "2", "--merge"))
+    assert cli.main(arguments(files, out, "--num-shards", "2", "--shard-index", "1")) is None
+    assert not (out / "results.json").exists()
+    with pytest.raises(SystemExit, match=r"missing shard checkpoints in .*: scores-shard0of2.npz$"):
+        cli.main(arguments(files, out, "--num-shards", "2", "--merge"))
+    cli.main(arguments(files, out, "--num-shards", "2", "--shard-index", "0"))
+    shard = faithfulness.EvaluationState.load(out / "scores-shard0of2.npz")
+    assert shard.num_images == 4 and shard.labels.tolist() == files["y"][:4].tolist()
+    with pytest.raises(SystemExit, match=r"holds a run with other settings \(patch_size: 2 there, 4 now"):
+        cli.main(arguments(files, out, "--num-shards", "2", "--merge", "--patch-size", "4"))
+    merged = cli.main(arguments(files, out, "--num-shards", "2", "--merge"))
+    assert merged == read(out)
+    assert merged["settings"].pop("num_shards") == 2
+    assert first["settings"].pop("num_shards") == 1
+    assert without_timings(merged) == without_timings(first)
+    first["settings"]["num_shards"] = 1
+
+
+def test_a_merge_refuses_an_unfinished_shard(files, tmp_path, monkeypatch):
+    out = tmp_path / "unfinished"
+    cli.main(arguments(files, out, "--num-shards", "2", "--shard-index", "1"))
+    evaluate = faithfulness.FaithfulnessMetrics.evaluate
+    calls = {"n": 0}
+
+    def stop_in_the_second_batch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(faithfulness.FaithfulnessMetrics, "evaluate", stop_in_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(arguments(files, out, "--num-shards", "2", "--shard-index", "0"))  # 4 images: batches of 3 and 1
+    monkeypatch.setattr(faithfulness.FaithfulnessMetrics, "evaluate", evaluate)
+    with pytest.raises(SystemExit, match=r"scores-shard0of2.npz is unfinished \(3 images so far\): run shard 0 again"):
+        cli.main(arguments(files, out, "--num-shards", "2", "--merge"))
