@@ -58,7 +58,11 @@ def test_t_interval_and_the_per_seed_trapezoid_areas():
 def test_cells_ranks_and_verdicts_of_hand_made_results():
     cells = claims.cells_from_results(made_results())
     assert cells["morf_aupc"]["pgig"] == (20.0, 18.0, 22.0)
-    assert cells["axioms"] == {"pgig": (1.0, 1.0, 1.0), "integrated_gradients": (6.0, 6.0, 6.0), "pattern_net": (6.0,) * 3}
+    assert cells["axioms"] == {
+        "pgig": (1.0, 1.0, 1.0),
+        "integrated_gradients": (6.0, 6.0, 6.0),
+        "pattern_net": (6.0,) * 3,
+    }
     value, low, high = cells["randomisation"]["pgig"]  # None (a constant map) left out: mean of 0.1 and 0.3
     assert value == pytest.approx(0.2) and 0.1 <= low <= high <= 0.3
     ranked = claims.rank_cells(cells)
