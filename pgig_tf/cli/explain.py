@@ -94,6 +94,7 @@ def main(argv=None):
 
     from pgig_tf import Patterns, create_analyzer
     from pgig_tf.analyzers import analyzer_class
+    from pgig_tf.files import CorruptFileError
     from pgig_tf.viz.plots import plot_heatmap_grid
 
     # decided before any work: a method that lacks its input is skipped, never failed on later
@@ -117,8 +118,16 @@ def main(argv=None):
     model = keras.models.load_model(args.model, compile=False)
     _, height, width, channels = model.inputs[0].shape
     x = load_images(args.images, height, width, channels, args.preprocessing)
-    patterns = Patterns.load(args.patterns) if args.patterns else None
+    try:
+        patterns = Patterns.load(args.patterns) if args.patterns else None
+    except CorruptFileError as error:
+        raise SystemExit(f"--patterns: {error}") from None
     outputs = model.predict(x, verbose=0).reshape(len(x), -1)
+    if args.neuron is not None and not 0 <= args.neuron < outputs.shape[1]:
+        raise SystemExit(
+            f"--neuron must be an output unit of the model, 0 to {outputs.shape[1] - 1} (it has {outputs.shape[1]} "
+            f"outputs), got {args.neuron}"
+        )
     targets = outputs.argmax(1) if args.neuron is None else np.full(len(x), args.neuron)
     maps = {}
     for name in methods:

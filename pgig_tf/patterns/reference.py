@@ -14,9 +14,19 @@ def load_reference_vgg16_patterns(path, model):
     The file's arrays are in the PatternNet authors' layout (see `from_reference_layout`); they
     were computed with the two-component ("relu") estimator on the Caffe VGG16 weights that
     Keras' 'imagenet' weights come from. Works for `build_vgg16` at 224 and 225 alike.
+
+    Raises:
+        CorruptFileError: the file is missing (`MissingFileError`), empty, truncated, damaged or
+            not an `.npz` archive (the message names the file and what to do).
+        ValueError: its arrays do not fit `model` (count, keys or shapes).
     """
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
+    from pgig_tf.files import read_npz
+
+    arrays, _ = read_npz(
+        path,
+        "the PatternNet authors' VGG16 patterns (imagenet_224_vgg_16.patterns.A_only.npz, arrays A_0..A_15)",
+        "Download it again, or fit patterns with pgig-fit-patterns.",
+    )
     return from_reference_layout(arrays, model)
 
 

@@ -119,3 +119,26 @@ def test_reference_import_validates_count_keys_and_shapes(stand_in):
         from_reference_layout(bad, stand_in)
     with pytest.raises(ValueError, match="no pattern"):
         to_reference_layout(Patterns({"c1": _kernels(stand_in)["c1"]}), stand_in)
+
+
+def test_a_damaged_reference_file_is_named_with_what_it_should_be(stand_in, tmp_path):
+    from pgig_tf.files import CorruptFileError, MissingFileError
+
+    good = tmp_path / "good.npz"
+    np.savez(good, **to_reference_layout(Patterns(_kernels(stand_in)), stand_in))
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:200])
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    single = tmp_path / "single.npy"
+    np.save(single, np.zeros(3))
+    with pytest.raises(MissingFileError, match=r"missing\.npz.*A_0\.\.A_15\): there is no such file"):
+        load_reference_vgg16_patterns(tmp_path / "missing.npz", stand_in)
+    for path, problem in [
+        (truncated, "not a complete .npz archive"),
+        (empty, r"empty \(0 bytes\)"),
+        (single, "one .npy array"),
+        (tmp_path, "a directory"),
+    ]:
+        with pytest.raises(CorruptFileError, match=rf"(?s){path.name}.*{problem}.*pgig-fit-patterns"):
+            load_reference_vgg16_patterns(path, stand_in)

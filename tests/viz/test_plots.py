@@ -340,6 +340,18 @@ def test_explain_skips_methods_it_cannot_run_and_says_how_to_get_them(tmp_path, 
     with pytest.raises(SystemExit) as stopped:
         explain.main(args + ["--methods", "gradient,pgi"])
     assert stopped.value.code == 2 and "unknown method(s) pgi" in capsys.readouterr().err
+    for neuron in ("3", "-1"):  # the model has 3 outputs
+        with pytest.raises(
+            SystemExit,
+            match=rf"--neuron must be an output unit of the model, 0 to 2 \(it has 3 "
+            rf"outputs\), got {neuron}$",
+        ):
+            explain.main(args + ["--methods", "gradient", "--neuron", neuron])
+    explain.main(args + ["--methods", "gradient", "--neuron", "2"])
+    assert drawn[-1] == ["gradient"]
+    (tmp_path / "damaged.npz").write_bytes(b"PK\x03\x04 not a whole archive")
+    with pytest.raises(SystemExit, match=r"^--patterns: .*damaged\.npz.*not a complete \.npz archive"):
+        explain.main(args + ["--methods", "pgig", "--patterns", str(tmp_path / "damaged.npz")])
 
 
 def test_degradation_curves_with_lerf_draw_both_orders(tmp_path, monkeypatch):
