@@ -84,6 +84,15 @@ def parse_args(argv=None):
         help="where the trained digits CNN is cached",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="trainings run at once, each in its own process on one thread (default 2: one per core of a 2-core "
+        "CPU; the numbers do not depend on it); 0: one at a time in this process on TensorFlow's default threads "
+        "(numbers differ from those of workers at float round-off, so a checkpoint of one is not resumed by the "
+        "other)",
+    )
+    parser.add_argument(
         "--fresh", action="store_true", help="discard the checkpoint and the stored maps in --out and start over"
     )
     parser.add_argument("--quiet", action="store_true")
@@ -101,6 +110,8 @@ def parse_args(argv=None):
     args.fractions = parse_fractions(parser, args.fractions) if args.fractions is not None else list(sizes["fractions"])
     if args.seeds is None:
         args.seeds = sizes["seeds"]
+    if args.workers < 0:
+        parser.error(f"--workers must be 0 (in this process) or a positive number of processes, got {args.workers}")
     for key in ("seeds", "epochs", "num_train", "num_test"):
         value = getattr(args, key)
         if value is not None and value < 1:
@@ -144,6 +155,7 @@ def run_settings(args):
         "num_train": args.num_train,
         "num_test": args.num_test,
         "targets": "true label",
+        "training_threads": "one per worker process" if args.workers else "TensorFlow's default, in the main process",
     }
 
 
@@ -549,43 +561,62 @@ def run(args):
     train_ids = np.arange(len(x_train))[train]
     test_ids = len(x_train) + np.arange(len(x_test))[test]
     fill = "road" if args.replacement == "road" else channel_means(x_train[train])
-    retrainer = make_retrainer(args)
     seconds = []
 
-    def train_cells(keys, data):
-        for key in keys:
-            if key in cells:
-                continue
-            began = time.perf_counter()
-            cells[key] = retrainer.accuracy(*data, seed=int(key.rsplit("/", 1)[1]))
-            write_checkpoint(path, state)
-            seconds.append(time.perf_counter() - began)
-            if verbose:
-                print(f"{key}: accuracy {cells[key]:.4f} ({seconds[-1]:.1f} s)", flush=True)
+    def record(key, accuracy, took):
+        cells[key] = accuracy
+        write_checkpoint(path, state)
+        seconds.append(took)
+        if verbose:
+            print(f"{key}: accuracy {accuracy:.4f} ({took:.1f} s)", flush=True)
 
-    seeds = settings["seeds"]
-    train_cells(
-        [cell_key(None, None, None, s) for s in seeds], (x_train[train], y_train[train], x_test[test], y_test[test])
-    )
-    for name in args.methods:
-        for kind in KINDS:
-            for percent in args.fractions:
-                keys = [cell_key(name, kind, percent, s) for s in seeds]
-                if all(key in cells for key in keys):
-                    continue
-                t = percent / 100.0
-                options = dict(
-                    keep=kind == "kar", fill=fill, absolute=args.absolute, road_noise=ROAD_NOISE, seed=ANALYSIS_SEED
-                )
-                # ROAR: the top t replaced; KAR: the top 1 - t kept, the rest (the least relevant t) replaced
-                fraction = t if kind == "roar" else 1.0 - t
-                train_images = modified_images(
-                    x_train[train], maps[name][: len(x_train)][train], fraction, ids=train_ids, **options
-                )
-                test_images = modified_images(
-                    x_test[test], maps[name][len(x_train) :][test], fraction, ids=test_ids, **options
-                )
-                train_cells(keys, (train_images, y_train[train], test_images, y_test[test]))
+    def groups():
+        """(keys, data) of every training still to do, one group of seeds per cell, images made as needed."""
+        seeds = settings["seeds"]
+        keys = [cell_key(None, None, None, s) for s in seeds]
+        yield keys, (x_train[train], y_train[train], x_test[test], y_test[test])
+        for name in args.methods:
+            for kind in KINDS:
+                for percent in args.fractions:
+                    keys = [cell_key(name, kind, percent, s) for s in seeds]
+                    if all(key in cells for key in keys):
+                        continue
+                    t = percent / 100.0
+                    options = dict(
+                        keep=kind == "kar", fill=fill, absolute=args.absolute, road_noise=ROAD_NOISE, seed=ANALYSIS_SEED
+                    )
+                    # ROAR: the top t replaced; KAR: the top 1 - t kept, the rest (the least relevant t) replaced
+                    fraction = t if kind == "roar" else 1.0 - t
+                    train_images = modified_images(
+                        x_train[train], maps[name][: len(x_train)][train], fraction, ids=train_ids, **options
+                    )
+                    test_images = modified_images(
+                        x_test[test], maps[name][len(x_train) :][test], fraction, ids=test_ids, **options
+                    )
+                    yield keys, (train_images, y_train[train], test_images, y_test[test])
+
+    if args.workers == 0:
+        retrainer = make_retrainer(args)
+        for keys, data in groups():
+            for key in (k for k in keys if k not in cells):
+                began = time.perf_counter()
+                trained = retrainer.accuracy(*data, seed=int(key.rsplit("/", 1)[1]))
+                record(key, trained, time.perf_counter() - began)
+    else:
+        from pgig_tf.datasets.digits import build_digits_cnn
+        from pgig_tf.evaluation.training_pool import TrainingPool
+
+        with TrainingPool(
+            build_digits_cnn, args.workers, epochs=args.epochs, batch_size=64, learning_rate=1e-3
+        ) as pool:
+            for keys, data in groups():
+                for key in (k for k in keys if k not in cells):
+                    pool.submit(key, *data, seed=int(key.rsplit("/", 1)[1]))
+                if pool.pending >= 2 * args.workers:  # a bounded queue: images are made as trainings finish
+                    for finished in pool.finished(at_most=pool.pending - args.workers):
+                        record(*finished)
+            for finished in pool.finished():
+                record(*finished)
 
     model_info = {
         "model": "digits_cnn (the cached digits CNN, seed 0, 10 epochs), explaining the true label",

@@ -17,9 +17,10 @@ from pgig_tf.validation import SoftmaxOutputWarning
 # 2 baselines + 2 methods x 2 kinds x 1 fraction x 2 seeds = 10 trainings of one epoch on 64 digits
 TINY = ["--methods", "gradient,random", "--fractions", "30", "--seeds", "2", "--epochs", "1"]
 TINY += ["--num-train", "64", "--num-test", "40", "--quiet"]
+IN_PROCESS = ["--workers", "0"]  # trained here, so that the trainings can be recomputed (or stood in for) here
 # the bookkeeping tests: 2 baselines + 1 method x 2 kinds x 2 fractions x 2 seeds = 10 stand-in trainings
 BOOKKEEPING = ["--methods", "random", "--fractions", "70,30", "--seeds", "2", "--num-train", "64", "--num-test", "40"]
-BOOKKEEPING += ["--quiet"]
+BOOKKEEPING += ["--workers", "0", "--quiet"]
 CELLS = 10
 DATA = {}
 
@@ -57,7 +58,7 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cli, "explained_model", untrained_cnn)
-        results = cli.main(TINY + ["--out", str(out)])
+        results = cli.main(TINY + IN_PROCESS + ["--out", str(out)])
     return out, results
 
 
@@ -141,6 +142,28 @@ def test_maps_and_cells_match_a_computation_by_hand(tiny_run):
         assert accuracy == results["methods"]["gradient"][kind]["30"]["values"][seed]
     baseline = retrainer.accuracy(x_train[:64], y_train[:64], x_test[:40], y_test[:40], 1)
     assert baseline == results["baseline_accuracy"]["values"][1]
+
+
+def test_worker_processes_give_the_same_cells_for_any_number_of_workers(tiny_run, tmp_path, monkeypatch):
+    """One thread per worker: 1 or 2 workers train alike; the cells stay close to the in-process ones."""
+    monkeypatch.setattr(cli, "explained_model", untrained_cnn)
+    cells = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"workers{workers}"
+        cli.main(TINY + ["--workers", workers, "--out", str(out)])
+        state = json.loads((out / "checkpoint.json").read_text())
+        assert state["settings"]["training_threads"] == "one per worker process"
+        cells[workers] = state["cells"]
+    assert cells["1"] == cells["2"] and len(cells["1"]) == 10
+    in_process = json.loads((tiny_run[0] / "checkpoint.json").read_text())
+    assert in_process["settings"]["training_threads"] == "TensorFlow's default, in the main process"
+    assert set(in_process["cells"]) == set(cells["1"])
+    # other thread counts sum in another order: at most a few of the 40 test digits flip
+    assert all(abs(cells["1"][key] - value) <= 3 / 40 for key, value in in_process["cells"].items())
+    # a checkpoint of in-process trainings is not resumed by workers (nor the reverse)
+    copy = copy_of(tiny_run, tmp_path)
+    with pytest.raises(SystemExit, match=r"training_threads"):
+        cli.main(TINY + ["--workers", "2", "--out", str(copy)])
 
 
 def test_a_stopped_run_resumes_without_retraining_a_cell(bookkeeping_run, tmp_path, patched, capsys):
@@ -249,6 +272,7 @@ def test_quick_and_default_settings():
         (["--methods", "gradient,no_such"], "unknown method(s) no_such"),
         (["--methods", "gradient,gradient"], "each once"),
         (["--replacement", "blur"], "invalid choice"),
+        (["--workers", "-1"], "--workers must be 0 (in this process) or a positive number of processes, got -1"),
     ],
 )
 def test_bad_arguments_stop_before_anything_is_written(argv, words, tmp_path, capsys):
@@ -262,8 +286,8 @@ def test_bad_arguments_stop_before_anything_is_written(argv, words, tmp_path, ca
 def test_quick_run_of_the_command(tmp_path):
     """The command as documented: --quick with the digits CNN (trained here, under op determinism, and cached)."""
     out = tmp_path / "out"
-    results = cli.main(["--quick", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet"])
-    # the baseline with seed 0 is the cached CNN's own training: the same seed, data and hyperparameters
+    results = cli.main(["--quick", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet"] + IN_PROCESS)
+    # the baseline with seed 0 is the cached CNN's own training: the same seed, data, hyperparameters and threads
     assert results["baseline_accuracy"]["values"] == [results["model"]["test_accuracy"]]
     assert results["model"]["test_accuracy"] > 0.9 and results["model"]["test_images"] == 359
     assert list(results["methods"]) == ["gradient", "pgig", "random"]
