@@ -64,6 +64,22 @@ DETERMINISTIC = (
 )
 
 
+def method_spec(label):
+    """(name, settings) of a --methods entry: a name of SPEED_METHODS, or 'name@rule' for a path method with
+    another integration rule (`pgig_tf.core.integration.METHODS`, e.g. 'pgig@gausslegendre')."""
+    name, _, rule = label.partition("@")
+    if name not in SPEED_METHODS:
+        raise SystemExit(f"--methods: unknown method {name!r}; choose from {', '.join(SPEED_METHODS)}")
+    settings = dict(SPEED_METHODS[name])
+    if rule:
+        from pgig_tf.core.integration import METHODS as RULES
+
+        if "steps" not in settings or rule not in RULES:
+            raise SystemExit(f"--methods: {label!r} needs a path method and a rule of {', '.join(RULES)}")
+        settings["method"] = rule
+    return name, settings
+
+
 def evaluations(name, settings):
     """Gradient evaluations per image of a method at `settings`."""
     if name == "smoothgrad_ig" or name == "noise_baseline_ig":
@@ -547,7 +563,12 @@ def main(argv=None):
         default="digits",
         help="digits (the embedded CNN, the default), vgg16 (weights=None, 224x224), or a .keras file",
     )
-    parser.add_argument("--methods", default=",".join(SPEED_METHODS))
+    parser.add_argument(
+        "--methods",
+        default=",".join(SPEED_METHODS),
+        help="comma-separated names; name@rule times a path method with another integration rule "
+        "(e.g. integrated_gradients@gausslegendre)",
+    )
     parser.add_argument(
         "--limit-batch-sizes",
         default=None,
@@ -633,12 +654,13 @@ def main(argv=None):
         f"{'method':<22}{'evals':>6}{'chunk':>6}{'s/image':>10}{'ratio':>8}{'first-limit':>12}{'same-chunk':>11}"
         f"{'traces':>7}"
     )
-    for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        r = time_analyzer(model, name, SPEED_METHODS[name], args.batch_size, patterns, background, limit, args.repeats)
-        report["methods"][name] = r
+    for label in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        name, settings = method_spec(label)
+        r = time_analyzer(model, name, settings, args.batch_size, patterns, background, limit, args.repeats)
+        report["methods"][label] = r
         write_report(args.out, report)
         print(
-            f"{name:<22}{r['evaluations_per_image']:>6}{r['chunk']:>6}{r['seconds_per_image']:>10.4f}"
+            f"{label:<22}{r['evaluations_per_image']:>6}{r['chunk']:>6}{r['seconds_per_image']:>10.4f}"
             f"{r['ratio']:>8.3f}{r['ratio_first_limit']:>12.3f}{r['ratio_same_chunk']:>11.3f}"
             f"{r['traces_after_repeats']:>7}",
             flush=True,

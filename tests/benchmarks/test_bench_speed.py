@@ -98,3 +98,15 @@ def test_worker_process_gets_its_arguments_as_json_and_reports_its_error():
     # fails before TensorFlow is imported, and its traceback comes back in the error
     with pytest.raises(RuntimeError, match="(?s)exit code 1.*KeyError: 'model'"):
         run_worker({"cache_dir": "unused", "method": "gradient"})
+
+
+def test_a_method_entry_names_a_path_method_and_optionally_its_integration_rule():
+    assert bench_speed.method_spec("pgig") == ("pgig", {"steps": 25})
+    assert bench_speed.method_spec("pgig@gausslegendre") == ("pgig", {"steps": 25, "method": "gausslegendre"})
+    assert bench_speed.method_spec("integrated_gradients@riemann_trapezoid")[1]["method"] == "riemann_trapezoid"
+    with pytest.raises(SystemExit, match="unknown method 'pgi'"):
+        bench_speed.method_spec("pgi@gausslegendre")
+    with pytest.raises(SystemExit, match="'smoothgrad@gausslegendre' needs a path method"):
+        bench_speed.method_spec("smoothgrad@gausslegendre")
+    with pytest.raises(SystemExit, match="'pgig@simpson' needs a path method and a rule of riemann_right"):
+        bench_speed.method_spec("pgig@simpson")
