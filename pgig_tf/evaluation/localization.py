@@ -95,7 +95,8 @@ def localization_scores(maps, signal_masks, distractor_masks):
 
     Args:
         maps: (n, H, W) or (n, H, W, C) attributions.
-        signal_masks, distractor_masks: (n, H, W) bool.
+        signal_masks: (n, H, W) bool, the signal's pixels.
+        distractor_masks: (n, H, W) bool, the distractor's pixels.
 
     Returns:
         A dict of three float64 arrays of length n.

@@ -203,7 +203,8 @@ class Retrainer:
         changes at the next training).
 
         Args:
-            x_train, y_train: training images and int labels.
+            x_train: training images.
+            y_train: their int labels.
             seed: non-negative int for `keras.utils.set_random_seed` (initial weights, shuffling).
 
         Returns:
@@ -218,8 +219,10 @@ class Retrainer:
         """Test accuracy of the model trained on (x_train, y_train) with `seed` (`train`).
 
         Args:
-            x_train, y_train: training images and int labels.
-            x_test, y_test: test images and int labels.
+            x_train: training images.
+            y_train: their int labels.
+            x_test: test images.
+            y_test: their int labels.
             seed: non-negative int for `keras.utils.set_random_seed` (initial weights, shuffling).
 
         Returns:

@@ -52,7 +52,9 @@ class TrainingPool:
         build_model: a module-level callable returning a new, uncompiled Keras model with a softmax
             output (it is sent to the workers, so it must be importable by name).
         workers: number of processes (>= 1).
-        epochs, batch_size, learning_rate: the training's hyperparameters (`Retrainer`).
+        epochs: training epochs (`Retrainer`).
+        batch_size: training batch size.
+        learning_rate: Adam's learning rate.
     """
 
     def __init__(self, build_model, workers=2, epochs=10, batch_size=64, learning_rate=1e-3):
