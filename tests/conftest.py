@@ -136,6 +136,41 @@ def conv_model():
     return set_random_weights(keras.Model(inputs, outputs, name="conv_model"), 1)
 
 
+@pytest.fixture
+def fake_tfds(monkeypatch):
+    """serve({split: (x, y)}) makes `pgig_tf.datasets.imagenet.tfds_image_dataset` serve those arrays (already
+    preprocessed) instead of a TFDS dataset, keeping its num_images and shard; returns the list of the calls'
+    arguments (name, split, data_dir, manual_dir, num_images, shard)."""
+    import tensorflow as tf
+
+    from pgig_tf.data import shard_bounds
+    from pgig_tf.datasets import imagenet
+
+    calls = []
+
+    def serve(splits):
+        def dataset(name, split, data_dir=None, manual_dir=None, num_images=None, preprocess=None, shard=None):
+            calls.append(
+                dict(
+                    name=name,
+                    split=split,
+                    data_dir=data_dir,
+                    manual_dir=manual_dir,
+                    num_images=num_images,
+                    shard=shard,
+                )
+            )
+            x, y = splits[split]
+            count = min(num_images or len(x), len(x))
+            start, stop = shard_bounds(count, *shard) if shard is not None else (0, count)
+            return tf.data.Dataset.from_tensor_slices((x[start:stop], y[start:stop]))
+
+        monkeypatch.setattr(imagenet, "tfds_image_dataset", dataset)
+        return calls
+
+    return serve
+
+
 def damaged_copies(path, directory):
     """Damaged copies of the file at `path`, written into `directory`: a list of (what was done, path).
 

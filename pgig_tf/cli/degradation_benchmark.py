@@ -480,7 +480,7 @@ def fingerprint_of(args):
         "dataset",
     ]
     if args.dataset != EMBEDDED and not args.npz:
-        keys.append("split")
+        keys += ["split", "background_split"]  # the background split gives the patterns and EG's baselines
     if args.background_npz is not None:
         keys.append("background_npz")
     if args.pattern_images is not None:

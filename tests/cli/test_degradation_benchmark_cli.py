@@ -2,11 +2,13 @@
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 
 from pgig_tf.cli import degradation_benchmark as cli
+from pgig_tf.validation import SoftmaxOutputWarning
 
 METHODS = "gradient,pgig,expected_gradients,smoothgrad_squared,random"
 
@@ -460,3 +462,209 @@ def test_the_users_images_from_an_npz_file(tmp_path):
     np.savez(tmp_path / "wrong.npz", x=np.zeros((3, 9, 9, 1), "float32"))
     with pytest.raises(SystemExit, match=r"holds images of shape \(9, 9, 1\); the model takes \(8, 8, 1\)"):
         cli.main(["--out", str(tmp_path / "o4"), *common[:2], "--dataset", str(tmp_path / "wrong.npz"), "--quiet"])
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory):
+    """A tiny softmax image model (.keras) and 8 images (.npz) whose labels y differ from its predictions on half."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("tiny_npz")
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(3, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
+    model.set_weights([np.random.default_rng(1).normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
+    model.save(folder / "m.keras")
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(8, 8, 8, 1)).astype("float32")
+    predictions = model.predict(x, verbose=0).argmax(1)
+    y = np.where(np.arange(8) % 2 == 0, predictions, (predictions + 1) % 4)
+    np.savez(folder / "images.npz", x=x, y=y)
+    np.savez(folder / "train.npz", x=rng.normal(size=(30, 8, 8, 1)).astype("float32"))
+    return {"folder": folder, "model": model, "x": x, "y": y, "predictions": predictions}
+
+
+def tiny_run(tiny_npz, out, *extra):
+    """One run of the command on `tiny_npz` (2x2 patches, 8 steps, batches of 4); returns results.json."""
+    folder = tiny_npz["folder"]
+    cli.main(
+        ["--out", str(out), "--model", str(folder / "m.keras"), "--dataset", str(folder / "images.npz"), "--quiet"]
+        + ["--patch-size", "2", "--num-steps", "8", "--images-per-batch", "4", *extra]
+    )
+    return json.loads((out / "results.json").read_text())
+
+
+def direct_curves(model, x, maps, targets, absolute):
+    """The mean MoRF and LeRF curves of `maps` computed with the library, as the command's settings for `tiny_run`."""
+    from pgig_tf.evaluation.perturbation import PerturbationCurves
+
+    options = dict(patch_size=2, num_steps=8, absolute=absolute, seed=0, batch_size=64, images_per_call=4)
+    return [
+        PerturbationCurves(model, order, "own_patch_mean", **options).curves(x, maps, targets).values.mean(axis=0)
+        for order in ("morf", "lerf")
+    ]
+
+
+@pytest.fixture(scope="module")
+def gradient_runs(tiny_npz, tmp_path_factory):
+    """results.json of `tiny_run` with --methods gradient: by default, with --absolute and with --true-label."""
+    folder = tmp_path_factory.mktemp("gradient_runs")
+    return {
+        flag: tiny_run(tiny_npz, folder / (flag[2:] or "default"), "--methods", "gradient", *([flag] if flag else []))
+        for flag in ("", "--absolute", "--true-label")
+    }
+
+
+def gradient_maps(model, x, targets):
+    from pgig_tf import create_analyzer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SoftmaxOutputWarning)  # the softmax output is explained on purpose
+        return create_analyzer("gradient", model).analyze(x, neuron_selection=targets)
+
+
+def test_absolute_ranks_patches_by_the_magnitude_of_the_map(tiny_npz, gradient_runs):
+    """--absolute: the curves are those of patches ranked by |attribution| (the library's absolute=True)."""
+    model, x, predictions = tiny_npz["model"], tiny_npz["x"], tiny_npz["predictions"]
+    maps = gradient_maps(model, x, predictions)
+    assert (maps > 0).any() and (maps < 0).any()  # signed maps: the two rankings differ
+    for flag in ("", "--absolute"):
+        results = gradient_runs[flag]
+        assert results["settings"]["absolute"] is bool(flag)
+        morf, lerf = direct_curves(model, x, maps, predictions, absolute=bool(flag))
+        np.testing.assert_allclose(results["methods"]["gradient"]["curve"], morf, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(results["methods"]["gradient"]["lerf_curve"], lerf, rtol=1e-5, atol=1e-7)
+    signed, magnitude = (gradient_runs[flag]["methods"]["gradient"]["curve"] for flag in ("", "--absolute"))
+    assert np.max(np.abs(np.subtract(signed, magnitude))) > 1e-3
+
+
+def test_true_label_follows_the_label_instead_of_the_prediction(tiny_npz, gradient_runs):
+    """--true-label: each image's curve follows the probability of its label y, not of its clean prediction."""
+    model, x, y, predictions = tiny_npz["model"], tiny_npz["x"], tiny_npz["y"], tiny_npz["predictions"]
+    probabilities = model.predict(x, verbose=0)
+    for flag, targets in (("", predictions), ("--true-label", y)):
+        results = gradient_runs[flag]
+        assert results["settings"]["true_label"] is bool(flag)
+        curve = results["methods"]["gradient"]["curve"]
+        # the first point is the clean image: the mean probability of the class followed
+        assert curve[0] == pytest.approx(probabilities[np.arange(8), targets].mean(), rel=1e-5)
+        maps = gradient_maps(model, x, targets)  # the map of that class
+        np.testing.assert_allclose(curve, direct_curves(model, x, maps, targets, False)[0], rtol=1e-5, atol=1e-7)
+    assert (
+        gradient_runs[""]["methods"]["gradient"]["curve"][0]
+        > gradient_runs["--true-label"]["methods"]["gradient"]["curve"][0]
+    )
+
+
+def test_patterns_format_reference_gives_the_npz_patterns_curves(tiny_npz, tmp_path):
+    """--patterns-format reference: patterns written in the PatternNet authors' layout give the npz file's numbers."""
+    from pgig_tf import fit_patterns
+    from pgig_tf.patterns.reference import to_reference_layout
+
+    model = tiny_npz["model"]
+    with np.load(tiny_npz["folder"] / "train.npz") as train:
+        patterns = fit_patterns(model, train["x"], verbose=False)
+    patterns.save(tmp_path / "patterns.npz")
+    np.savez(tmp_path / "reference.npz", **to_reference_layout(patterns, model))
+    methods = ["--methods", "gradient,pattern_attribution"]
+    npz = tiny_run(tiny_npz, tmp_path / "npz", *methods, "--patterns", str(tmp_path / "patterns.npz"))
+    reference = tiny_run(
+        tiny_npz,
+        tmp_path / "reference",
+        *methods,
+        "--patterns",
+        str(tmp_path / "reference.npz"),
+        "--patterns-format",
+        "reference",
+    )
+    assert (npz["settings"]["patterns_format"], reference["settings"]["patterns_format"]) == ("npz", "reference")
+    for key in ("curve", "lerf_curve", "autvc"):
+        np.testing.assert_allclose(
+            reference["methods"]["pattern_attribution"][key], npz["methods"]["pattern_attribution"][key], rtol=1e-6
+        )
+    with pytest.raises((ValueError, SystemExit), match="patterns for layers the model does not have: A_0, A_1"):
+        tiny_run(tiny_npz, tmp_path / "wrong", *methods, "--patterns", str(tmp_path / "reference.npz"))
+
+
+def test_tfds_data_dir_and_background_split_reach_the_loader(tmp_path, fake_tfds, tiny_npz, monkeypatch):
+    """--data-dir and --background-split: the TFDS loader reads from that folder, the background from that split."""
+    from pgig_tf.patterns import fitting
+
+    rng = np.random.default_rng(3)
+    extra = (rng.normal(size=(9, 8, 8, 1)).astype("float32"), rng.integers(0, 4, 9))
+    calls = fake_tfds({"test": (tiny_npz["x"], tiny_npz["y"]), "extra": extra})
+    fitted = []
+    fit = fitting.fit_patterns
+    monkeypatch.setattr(fitting, "fit_patterns", lambda model, data, **k: fitted.append(data) or fit(model, data, **k))
+    data_dir = str(tmp_path / "tfds")
+    cli.main(
+        ["--model", str(tiny_npz["folder"] / "m.keras"), "--dataset", "mnist", "--num-images", "6", "--quiet"]
+        + ["--images-per-batch", "4", "--patch-size", "2", "--num-steps", "8", "--data-dir", data_dir]
+        + ["--methods", "gradient,pattern_attribution", "--background-split", "extra", "--num-background", "5"]
+        + ["--out", str(tmp_path)]
+    )
+    assert sorted((c["split"], c["data_dir"], c["num_images"]) for c in calls) == [
+        ("extra", data_dir, 5),
+        ("test", data_dir, 6),
+    ]
+    assert all(c["name"] == "mnist" and c["manual_dir"] is None for c in calls)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["settings"]["background_split"] == "extra" and results["model"]["dataset"] == "mnist:test"
+    assert results["methods"]["gradient"]["num_images"] == 6
+    # the patterns were fitted on the first 5 images of that split
+    assert len(fitted) == 1
+    np.testing.assert_array_equal(fitted[0], extra[0][:5])
+
+
+def test_fit_patterns_kind_linear_fits_the_linear_estimator(tmp_path):
+    """pgig-fit-patterns --kind linear: the file holds fit_patterns(..., kind="linear") of the same images."""
+    import keras
+
+    from pgig_tf import Patterns, fit_patterns
+    from pgig_tf.cli import fit_patterns as script
+    from pgig_tf.datasets.digits import load_digits_images
+
+    model = keras.Sequential(
+        [keras.Input((32, 32, 1)), keras.layers.Conv2D(2, 3, activation="relu"), keras.layers.Flatten()]
+        + [keras.layers.Dense(10)]
+    )
+    model.set_weights([np.random.default_rng(4).normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
+    model.save(tmp_path / "m.keras")
+    common = ["--model", str(tmp_path / "m.keras"), "--num-images", "40"]
+    script.main(common + ["--kind", "linear", "--out", str(tmp_path / "linear.npz")])
+    script.main(common + ["--out", str(tmp_path / "relu.npz")])  # the default: --kind relu
+    x_train = load_digits_images(0)[0][:40]
+    linear, relu = Patterns.load(tmp_path / "linear.npz"), Patterns.load(tmp_path / "relu.npz")
+    assert (linear.kind, relu.kind) == ("linear", "relu") and linear.num_samples == 40
+    for kind, loaded in (("linear", linear), ("relu", relu)):
+        direct = fit_patterns(model, x_train, kind=kind, batch_size=32, verbose=False)
+        assert set(loaded) == set(direct)
+        for name in direct:
+            np.testing.assert_allclose(loaded[name], direct[name], rtol=1e-5, atol=1e-8)
+    # the conv layer feeds a ReLU: its two estimators differ
+    assert not np.allclose(linear[model.layers[0].name], relu[model.layers[0].name], rtol=1e-3)
+
+
+def test_fit_patterns_data_dir_reaches_the_tfds_loader(tmp_path, fake_tfds, tiny_npz):
+    """pgig-fit-patterns --data-dir: the TFDS dataset is read from that folder, and the patterns fitted on its images."""
+    from pgig_tf import Patterns, fit_patterns
+    from pgig_tf.cli import fit_patterns as script
+
+    x, y = tiny_npz["x"], tiny_npz["y"]
+    calls = fake_tfds({"train": (x, y)})
+    data_dir = str(tmp_path / "tfds")
+    script.main(
+        ["--model", str(tiny_npz["folder"] / "m.keras"), "--dataset", "mnist", "--num-images", "6"]
+        + ["--batch-size", "4", "--data-dir", data_dir, "--out", str(tmp_path / "p.npz")]
+    )
+    assert [(c["name"], c["split"], c["data_dir"], c["num_images"]) for c in calls] == [("mnist", "train", data_dir, 6)]
+    loaded = Patterns.load(tmp_path / "p.npz")
+    direct = fit_patterns(tiny_npz["model"], x[:6], batch_size=4, verbose=False)
+    assert loaded.num_samples == 6
+    for name in direct:
+        np.testing.assert_allclose(loaded[name], direct[name], rtol=1e-5, atol=1e-8)

@@ -320,3 +320,86 @@ def test_a_merge_refuses_an_unfinished_shard(files, tmp_path, monkeypatch):
     monkeypatch.setattr(faithfulness.FaithfulnessMetrics, "evaluate", evaluate)
     with pytest.raises(SystemExit, match=r"scores-shard0of2.npz is unfinished \(3 images so far\): run shard 0 again"):
         cli.main(arguments(files, out, "--num-shards", "2", "--merge"))
+
+
+def test_target_prediction_explains_the_clean_prediction_instead_of_the_label(whole_run, files, tmp_path):
+    """--target prediction: every image's explained class is the model's prediction, not its label."""
+    out = tmp_path / "prediction"
+    results = cli.main(arguments(files, out, "--target", "prediction"))
+    predictions = keras.models.load_model(files["model"]).predict(files["x"], verbose=0).argmax(1)
+    same = predictions == files["y"]
+    assert 0 < same.sum() < len(same)  # the labels differ from the predictions on some images, not all
+    assert results["settings"]["target"] == "prediction" and whole_run[1]["settings"]["target"] == "label"
+    per_image = results["per_image"]
+    assert per_image["targets"] == per_image["predictions"] == predictions.tolist()
+    assert per_image["labels"] == files["y"].tolist()  # still recorded (the accuracy uses them)
+    # the gradient's scores are the label run's where the classes agree, and others where they do not
+    ours, labels = per_image["scores"]["gradient"], whole_run[1]["per_image"]["scores"]["gradient"]
+    for metric in ("morf_image_mean", "lerf_blur", "srg_road", "deletion", "insertion"):
+        for i in range(len(same)):
+            if same[i]:
+                assert ours[metric][i] == labels[metric][i], (metric, i)
+    assert all(ours["morf_image_mean"][i] != labels["morf_image_mean"][i] for i in np.flatnonzero(~same))
+
+
+def test_patterns_format_reference_reads_the_pattern_net_authors_layout(files, tmp_path):
+    """--patterns-format reference: the same patterns written in the reference layout give the npz file's maps."""
+    from pgig_tf import fit_patterns
+    from pgig_tf.patterns.reference import to_reference_layout
+
+    model = keras.models.load_model(files["model"])
+    background = np.random.default_rng(5).uniform(-1, 1, (20, 8, 8, 1)).astype(np.float32)
+    patterns = fit_patterns(model, background, verbose=False)
+    patterns.save(tmp_path / "patterns.npz")
+    reference = to_reference_layout(patterns, model)
+    assert reference["A_0"].shape == (3, 1, 3, 3)  # channels first: a file of another layout than pgig_tf's
+    np.savez(tmp_path / "reference.npz", **reference)
+    runs = {}
+    for name, flags in (
+        ("npz", ["--patterns", str(tmp_path / "patterns.npz")]),
+        ("reference", ["--patterns", str(tmp_path / "reference.npz"), "--patterns-format", "reference"]),
+    ):
+        runs[name] = cli.main(arguments(files, tmp_path / name, "--methods", "gradient,pattern_attribution", *flags))
+    assert runs["npz"]["settings"]["patterns_format"] == "npz"
+    assert runs["reference"]["settings"]["patterns_format"] == "reference"
+    scores = [runs[name]["per_image"]["scores"]["pattern_attribution"] for name in ("npz", "reference")]
+    assert set(scores[0]) == set(METRICS)
+    for metric in METRICS:
+        np.testing.assert_allclose(scores[1][metric], scores[0][metric], rtol=1e-6, atol=1e-7, err_msg=metric)
+    # without the flag the reference file is read as pgig_tf's format: its A_i arrays name no layer of the model
+    with pytest.raises((ValueError, SystemExit), match="patterns for layers the model does not have: A_0, A_1"):
+        cli.main(
+            arguments(files, tmp_path / "wrong", "--methods", "gradient,pattern_attribution")
+            + ["--patterns", str(tmp_path / "reference.npz")]
+        )
+
+
+def test_tfds_data_dir_and_background_split_reach_the_loader(files, tmp_path, fake_tfds, monkeypatch):
+    """--data-dir and --background-split: the TFDS loader reads the background from that split of that folder."""
+    from pgig_tf.patterns import fitting
+
+    rng = np.random.default_rng(6)
+    test = (files["x"][:4], files["y"][:4].astype(np.int64))
+    extra = (rng.uniform(-1, 1, (9, 8, 8, 1)).astype(np.float32), rng.integers(0, 3, 9))
+    calls = fake_tfds({"test": test, "extra": extra})
+    fitted = []
+    fit = fitting.fit_patterns
+    monkeypatch.setattr(fitting, "fit_patterns", lambda model, data, **k: fitted.append(data) or fit(model, data, **k))
+    data_dir = str(tmp_path / "tfds")
+    results = cli.main(
+        ["--model", files["model"], "--data", "mnist", "--num-images", "4", "--images-per-batch", "3"]
+        + ["--patch-size", "2", "--num-steps", "8", "--resamples", "50", "--quiet", "--out", str(tmp_path / "out")]
+        + ["--methods", "gradient,pattern_attribution", "--data-dir", data_dir]
+        + ["--background-split", "extra", "--num-background", "5"]
+    )
+    assert sorted((c["split"], c["data_dir"], c["num_images"]) for c in calls) == [
+        ("extra", data_dir, 5),
+        ("test", data_dir, 4),
+    ]
+    assert all(c["name"] == "mnist" and c["manual_dir"] is None for c in calls)
+    assert results["settings"]["background_split"] == "extra" and results["settings"]["split"] == "test"
+    assert results["data"]["background"] == "5 images of mnist:extra"
+    assert results["per_image"]["labels"] == test[1].tolist()
+    # the patterns were fitted on the first 5 images of that split
+    assert len(fitted) == 1
+    np.testing.assert_array_equal(fitted[0], extra[0][:5])

@@ -302,3 +302,44 @@ def test_quick_run_of_the_command(tmp_path):
             assert r[f"{kind}_area"] == pytest.approx(by_hand, abs=1e-12)
     assert sorted(p.name for p in (out / "maps").iterdir()) == ["gradient.npz", "pgig.npz", "random.npz"]
     assert (out / "roar.png").read_bytes()[:4] == b"\x89PNG"
+
+
+class Recording(StandIn):
+    """A `StandIn` that keeps the training and test images of every training, in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.data = []
+
+    def accuracy(self, x_train, y_train, x_test, y_test, seed):
+        self.data.append((x_train, x_test))
+        return super().accuracy(x_train, y_train, x_test, y_test, seed)
+
+
+def test_absolute_replaces_the_pixels_of_largest_magnitude(tmp_path, monkeypatch):
+    """--absolute: ROAR and KAR rank pixels by |attribution| (the library's absolute=True), not by the signed value."""
+    monkeypatch.setattr(cli, "explained_model", untrained_cnn)
+    runs = {}
+    for flag in ((), ("--absolute",)):
+        recording = Recording()
+        monkeypatch.setattr(cli, "make_retrainer", lambda args, recording=recording: recording)
+        out = tmp_path / ("absolute" if flag else "signed")
+        argv = ["--methods", "gradient", "--fractions", "30", "--seeds", "1", "--num-train", "64", "--num-test", "40"]
+        results = cli.main(argv + ["--workers", "0", "--quiet", "--out", str(out), *flag])
+        assert results["settings"]["absolute"] is bool(flag)
+        assert len(recording.data) == 3  # the baseline, then gradient's ROAR and KAR at 30 %
+        runs[flag] = recording.data, read_npz(out / "maps" / "gradient.npz", "maps", "")[0]["maps"]
+    x_train, _, x_test, _ = digits()
+    fill = channel_means(x_train[:64])
+    data, maps = runs[("--absolute",)]
+    assert (maps < 0).any() and (maps > 0).any()  # signed maps: |map| ranks the pixels otherwise
+    for (train, test), (fraction, keep) in zip(data[1:], ((0.3, False), (0.7, True))):
+        for images, part in ((train, maps[:64]), (test, maps[len(x_train) :][:40])):
+            source = x_train[:64] if images is train else x_test[:40]
+            expected = modified_images(source, part, fraction, keep=keep, fill=fill, absolute=True)
+            np.testing.assert_array_equal(images, expected)
+            changed = np.any(images != source, axis=-1)  # only pixels of the |map| ranking's replaced share
+            assert changed.any() and not (changed & ~replaced_pixels(part, fraction, keep=keep, absolute=True)).any()
+    signed_train = runs[()][0][1][0]
+    np.testing.assert_array_equal(signed_train, modified_images(x_train[:64], maps[:64], 0.3, keep=False, fill=fill))
+    assert not np.array_equal(signed_train, data[1][0])  # the two rankings replace other pixels

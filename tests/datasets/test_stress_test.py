@@ -61,3 +61,31 @@ def test_script_writes_png_and_json(tmp_path):
         "pattern_attribution",
         "pgig",
     }
+
+
+def test_script_distractor_mean_and_std_shape_the_distractor(tmp_path, monkeypatch):
+    """--distractor-mean/--distractor-std: eps ~ N(mean, std^2) is the input's second dimension, x2 = eps."""
+    from pgig_tf import fit_patterns
+    from pgig_tf.datasets.stress_test import stress_data, stress_model
+
+    drawn = []
+    monkeypatch.setattr(stress_test, "plot", lambda arrays, path: drawn.append(arrays))
+    argv = ["--out", str(tmp_path), "--steps", "2", "--seed", "3"]
+    stress_test.main(argv + ["--distractor-mean", "0.3", "--distractor-std", "0.2"])
+    summary = json.loads((tmp_path / "stress_test.json").read_text())
+    assert summary["settings"]["distractor_mean"] == 0.3 and summary["settings"]["distractor_std"] == 0.2
+    x = drawn[0]["x"]
+    _, _, _, expected_x, _ = stress_data(mean=0.3, std=0.2, seed=3)
+    np.testing.assert_array_equal(x, expected_x)
+    eps = drawn[0]["distractor"]
+    np.testing.assert_array_equal(eps[:, 0], eps[:, 1])  # the distractor is (1, 1) eps
+    np.testing.assert_array_equal(x[:, 1], eps[:, 1].astype(np.float32))  # and the signal is 0 in x2
+    # 401 draws: the sample mean is within 4 standard errors (4 * 0.2 / 20) of 0.3, the sample std within 10 %
+    assert abs(eps[:, 1].mean() - 0.3) < 0.04 and abs(eps[:, 1].std() - 0.2) < 0.02
+    # the patterns are fitted on that data
+    direct = fit_patterns(stress_model(), expected_x, kind="relu", verbose=False)
+    np.testing.assert_allclose(summary["patterns"]["f1"], direct["f1"].ravel(), rtol=1e-6, atol=1e-7)
+    # the defaults (0, 0.5) draw another distractor
+    stress_test.main(argv)
+    eps = drawn[1]["distractor"][:, 1]
+    assert abs(eps.mean()) < 0.1 and abs(eps.std() - 0.5) < 0.05

@@ -1,9 +1,12 @@
 """docs/cli.md documents every console command of pyproject.toml, and its option lists are the commands' own --help.
 
+Every option of every console command is also named by at least one test in tests/.
+
 `python tests/docs/test_cli_reference.py` rewrites the --help blocks of docs/cli.md from the commands.
 """
 
 import contextlib
+import glob
 import importlib
 import io
 import os
@@ -15,6 +18,7 @@ from markdown_code import REPOSITORY
 CLI_PAGE = os.path.join(REPOSITORY, "docs", "cli.md")
 HELP_BLOCK = re.compile(r'(```text title="(?P<command>[\w-]+) --help"\n)(?P<body>.*?)(```)', re.S)
 COLUMNS = "100"  # the width the blocks are written at
+OPTION_FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)")
 
 
 def console_commands():
@@ -68,6 +72,34 @@ def test_the_help_blocks_are_the_commands_own_help():
         assert body == expected, (
             f"docs/cli.md is out of date for {command}: run python tests/docs/test_cli_reference.py"
         )
+
+
+def option_flags(command):
+    """The long option flags listed after "options:" in `command --help`, without --help."""
+    options = help_text(command).split("options:", 1)[1]
+    return sorted(set(OPTION_FLAG.findall(options)) - {"--help"})
+
+
+def test_every_option_of_every_command_is_named_by_a_test():
+    # a flag counts as tested when some test file other than this one holds it as a quoted string
+    # literal: "--flag", '--flag' or "--flag=value"
+    this_file = os.path.abspath(__file__)
+    sources = []
+    for path in glob.glob(os.path.join(REPOSITORY, "tests", "**", "*.py"), recursive=True):
+        if os.path.abspath(path) != this_file:
+            with open(path, encoding="utf-8") as handle:
+                sources.append(handle.read())
+    source = "\n".join(sources)
+    missing = {}
+    for command in console_commands():
+        flags = option_flags(command)
+        assert flags, f"{command} --help lists no options"
+        untested = [f for f in flags if not re.search(r"""(["'])%s(\1|=)""" % re.escape(f), source)]
+        if untested:
+            missing[command] = untested
+    assert not missing, "options no test names as a quoted string:\n" + "\n".join(
+        f"  {command}: {', '.join(flags)}" for command, flags in missing.items()
+    )
 
 
 if __name__ == "__main__":

@@ -234,3 +234,56 @@ def test_script_writes_json_and_markdown(tmp_path):
     table = [line for line in markdown.splitlines() if line.startswith("| `random` |")]
     assert len(table) == 3  # main table, invariance by rewrite, symmetry by budget
     assert table[0].count("|") == len(K.PROPERTIES) + 2 and "✗ fails" in table[0]
+
+
+def test_script_num_data_fits_the_patterns_on_that_many_samples(tmp_path):
+    """--num-data: the data that fits every pattern has that many samples (the pattern transformations show it)."""
+    cli.main(["--methods", "random", "--quick", "--out", str(tmp_path), "--num-data", "64", "--seed", "3"])
+    report = json.loads((tmp_path / "axioms.json").read_text(encoding="utf-8"))
+    assert report["settings"]["num_data"] == 64 and report["settings"]["seed"] == 3
+    small = AxiomBench(3, num_data=64)
+    assert small.data.shape == (64, N.INPUT_DIM)
+    expected = K.pattern_transformations(small)
+    found = report["implementation_invariance"]["patterns"]
+    assert set(found) == set(expected)
+    for construction, entry in expected.items():
+        assert set(found[construction]) == set(entry)
+        for key, value in entry.items():
+            if isinstance(value, float):
+                assert found[construction][key] == pytest.approx(value, rel=1e-6), (construction, key)
+            else:
+                assert found[construction][key] == value, (construction, key)
+    # the default 512 samples fit other patterns: mixing changes PatternAttribution's kernel by another amount
+    # (0.6728 against 0.6735: a thousand times the tolerance the numbers above are equal within)
+    default = K.pattern_transformations(AxiomBench(3))["mixing"]["pa_kernel_difference"]
+    assert abs(default - found["mixing"]["pa_kernel_difference"]) > 1e-4 * default
+    markdown = (tmp_path / "axioms.md").read_text(encoding="utf-8")
+    assert "fit their patterns on each network from the same 64 samples." in markdown
+    assert "Data: 64 correlated" in markdown
+
+
+def test_script_invariance_seeds_repeats_the_pattern_methods_check_on_that_many_seeds(tmp_path, monkeypatch):
+    """--invariance-seeds N: PatternAttribution's implementation invariance measured again on seeds --seed..--seed+N-1."""
+    # the option changes only the implementation-invariance check: to keep this test short, the other
+    # properties' checks measure the (quick) random method in PatternAttribution's place
+    for check in ("completeness", "sensitivity_a", "dummy", "linearity", "symmetry"):
+        real = getattr(K, check)
+        monkeypatch.setattr(K, check, lambda bench, name, *a, _real=real, **k: _real(bench, "random", *a, **k))
+    cli.main(
+        ["--methods", "pattern_attribution", "--quick", "--out", str(tmp_path)]
+        + ["--num-data", "32", "--invariance-seeds", "2", "--seed", "3"]
+    )
+    report = json.loads((tmp_path / "axioms.json").read_text(encoding="utf-8"))
+    assert report["settings"]["invariance_seeds"] == 2
+    over = report["implementation_invariance"]["over_seeds"]
+    assert over["seeds"] == [3, 4] and list(over["methods"]) == ["pattern_attribution"]
+    values = over["methods"]["pattern_attribution"]
+    assert set(values) == set(N.EQUIVALENTS) and all(len(v) == 2 for v in values.values())
+    # the first seed is the main table's check; the second one's networks and data are seed 4's
+    main = report["methods"]["pattern_attribution"]["implementation_invariance"]["details"]["constructions"]
+    assert {c: v[0] for c, v in values.items()} == {c: main[c]["value"] for c in N.EQUIVALENTS}
+    other = K.implementation_invariance(AxiomBench(4, num_data=32), "pattern_attribution", constructions=("mixing",))
+    assert values["mixing"][1] == pytest.approx(other["details"]["constructions"]["mixing"]["value"], rel=1e-6)
+    assert values["mixing"][1] != values["mixing"][0]
+    markdown = (tmp_path / "axioms.md").read_text(encoding="utf-8")
+    assert "The same check on seeds 3–4 (fresh data, networks and patterns each)" in markdown

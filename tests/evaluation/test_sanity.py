@@ -233,3 +233,120 @@ def test_script_rejects_bad_arguments(tmp_path):
         script.main(["--model", "m.keras", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="unknown method"):
         script.main(["--model", "m.keras", "--data", "d.npy", "--methods", "gradient,nope", "--out", str(tmp_path)])
+
+
+@pytest.fixture(scope="module")
+def script_files(tmp_path_factory):
+    """A tiny conv model (.keras: conv -> flat -> head) and 40 inputs for it (.npy)."""
+    folder = tmp_path_factory.mktemp("sanity_script")
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(4, name="head"),
+        ]
+    )
+    set_random_weights(model, 4)
+    model.save(folder / "tiny.keras")
+    data = np.random.default_rng(0).normal(size=(40, 8, 8, 1)).astype("float32")
+    np.save(folder / "data.npy", data)
+    return {"folder": folder, "model": model, "data": data}
+
+
+def run_script(script_files, out, *extra):
+    folder = script_files["folder"]
+    return load_script().main(
+        ["--model", str(folder / "tiny.keras"), "--data", str(folder / "data.npy"), "--num-images", "3"]
+        + ["--out", str(out), *extra]
+    )
+
+
+def abs_spearman_rows(reference, maps):
+    return [spearman(np.abs(a), np.abs(b)) for a, b in zip(reference, maps)]
+
+
+def test_script_mode_independent_randomises_one_layer_at_a_time(script_files, tmp_path):
+    """--mode independent: step 2 has only the conv layer re-drawn (the head keeps its weights); cascading both."""
+    model, x = script_files["model"], script_files["data"][:3]
+    runs = {
+        mode: run_script(script_files, tmp_path / mode, "--methods", "gradient", "--mode", mode)
+        for mode in ("independent", "cascading")
+    }
+    draws = drawn_weights(model, 0)
+    for mode, summary in runs.items():
+        result = summary["methods"]["gradient"]
+        assert summary["settings"]["mode"] == mode and result["mode"] == mode
+        assert result["layers"] == ["head", "conv"]
+        targets = np.array(result["neuron_selection"])
+        reference = gradient_maps(model, x, targets).reshape(3, -1)
+        manual = clone_with_weights(model)
+        for step, name in enumerate(result["layers"], start=1):
+            if mode == "independent":
+                manual = clone_with_weights(model)  # only this layer re-drawn
+            manual.get_layer(name).set_weights(draws[name])
+            expected = abs_spearman_rows(reference, gradient_maps(manual, x, targets).reshape(3, -1))
+            np.testing.assert_allclose(result["correlations"][step], expected, atol=1e-12, err_msg=f"{mode} {name}")
+    independent, cascading = (runs[mode]["methods"]["gradient"]["correlations"] for mode in runs)
+    assert independent[1] == cascading[1]  # step 1: the head alone in both modes
+    assert independent[2] != cascading[2]  # step 2: the conv alone, or the conv and the head
+
+
+def test_script_signed_reports_and_plots_the_signed_correlations(script_files, tmp_path, monkeypatch, capsys):
+    """--signed: the correlations (and the plotted means) are those of the signed maps; without it, of |maps|."""
+    from pgig_tf.evaluation import sanity
+
+    plotted = []
+    plot = sanity.plot_randomization
+    monkeypatch.setattr(
+        sanity, "plot_randomization", lambda results, *a, **k: plotted.append(results) or plot(results, *a, **k)
+    )
+    signed = run_script(script_files, tmp_path / "signed", "--methods", "gradient", "--signed")
+    printed = capsys.readouterr().out
+    default = run_script(script_files, tmp_path / "absolute", "--methods", "gradient")
+    result, other = signed["methods"]["gradient"], default["methods"]["gradient"]
+    assert result["absolute"] is False and other["absolute"] is True
+    assert result["correlations"] == result["signed_correlations"] == other["signed_correlations"]
+    assert result["mean"] == result["signed_mean"]
+    assert other["correlations"] != other["signed_correlations"]
+    # the signed correlations are Spearman's of the signed maps: the last step's, by hand
+    model, x = script_files["model"], script_files["data"][:3]
+    targets = np.array(result["neuron_selection"])
+    draws = drawn_weights(model, 0)
+    randomised = clone_with_weights(model)
+    for name in ("head", "conv"):
+        randomised.get_layer(name).set_weights(draws[name])
+    reference = gradient_maps(model, x, targets).reshape(3, -1)
+    last = gradient_maps(randomised, x, targets).reshape(3, -1)
+    np.testing.assert_allclose(result["correlations"][2], [spearman(a, b) for a, b in zip(reference, last)], atol=1e-12)
+    assert not plotted[0]["gradient"].absolute and plotted[1]["gradient"].absolute
+    np.testing.assert_allclose(plotted[0]["gradient"].mean, result["signed_mean"], atol=1e-12)
+    header = next(line for line in printed.splitlines() if line.startswith("method"))
+    assert header.split() == ["method", "signed"]
+    assert (tmp_path / "signed" / "sanity.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_script_fit_samples_fits_the_patterns_on_the_first_samples(script_files, tmp_path, monkeypatch):
+    """--fit-samples N: pattern methods are fitted on the first N inputs of --data, on every randomised model."""
+    script = load_script()
+    given = []
+    factory = script.make_factory
+    monkeypatch.setattr(
+        script, "make_factory", lambda name, fit_data, seed: given.append(fit_data) or factory(name, fit_data, seed)
+    )
+    summary = run_script(script_files, tmp_path, "--methods", "pattern_attribution", "--fit-samples", "10")
+    data = script_files["data"]
+    assert summary["settings"]["fit_samples"] == 10
+    np.testing.assert_array_equal(given[0], data[:10])
+    # the correlations are those of PatternAttribution fitted on those 10 inputs, not on all 40
+    correlations = {}
+    for count in (10, 40):
+        direct = cascading_randomization(
+            script_files["model"],
+            lambda m, count=count: create_analyzer("pattern_attribution", m).fit(data[:count], verbose=False),
+            data[:3],
+            seed=0,
+        )
+        correlations[count] = direct.correlations
+    np.testing.assert_allclose(summary["methods"]["pattern_attribution"]["correlations"], correlations[10], atol=1e-9)
+    assert not np.allclose(correlations[40], correlations[10], atol=1e-3)

@@ -252,7 +252,8 @@ def _invariance_section(report):
         "## Implementation invariance by rewrite",
         "",
         "max |φ_A − φ_B| / max |φ_A| between the 4-6-1 ReLU network A and a functionally equivalent rewrite B; "
-        "pattern analyzers fit their patterns on each network from the same 512 samples.",
+        f"pattern analyzers fit their patterns on each network from the same {report['settings']['num_data']} "
+        "samples.",
         "",
         _table(["method"] + constructions, rows),
         "",
