@@ -6,7 +6,7 @@ PATTERNS_FORMATS = ("npz", "reference")
 
 
 def load_patterns(path, model, file_format="npz"):
-    """The `Patterns` in the file at `path`, for `model`.
+    """The `Patterns` in the --patterns file at `path`, checked against `model`; SystemExit with one line otherwise.
 
     Args:
         path: the patterns file.
@@ -15,20 +15,39 @@ def load_patterns(path, model, file_format="npz"):
             (the PatternNet authors' VGG16 file, keys A_0..A_15).
 
     Returns:
-        A `pgig_tf.Patterns`.
+        A `pgig_tf.Patterns` that fits `model`.
 
     Raises:
-        ValueError: an unknown `file_format`; the readers' errors for a file that cannot be used.
+        ValueError: an unknown `file_format`.
+        SystemExit: the file cannot be read, or its patterns do not fit `model` (naming the file;
+            for a file in the authors' layout read as npz, saying to pass --patterns-format reference).
     """
-    if file_format not in PATTERNS_FORMATS:
-        raise ValueError(f"file_format must be one of {PATTERNS_FORMATS}, got {file_format!r}")
-    if file_format == "reference":
-        from pgig_tf.patterns.reference import load_reference_vgg16_patterns
+    import re
 
-        return load_reference_vgg16_patterns(path, model)
+    from pgig_tf.files import CorruptFileError
     from pgig_tf.patterns.patterns import Patterns
 
-    return Patterns.load(path)
+    if file_format not in PATTERNS_FORMATS:
+        raise ValueError(f"file_format must be one of {PATTERNS_FORMATS}, got {file_format!r}")
+    try:
+        if file_format == "reference":
+            from pgig_tf.patterns.reference import load_reference_vgg16_patterns
+
+            return load_reference_vgg16_patterns(path, model)
+        patterns = Patterns.load(path)
+        names = list(patterns)
+        layers = {layer.name for layer in model.layers}
+        if names and all(re.fullmatch(r"A_\d+", n) for n in names) and not layers & set(names):
+            raise SystemExit(
+                f"--patterns {path!r} holds arrays {names[0]}..{names[-1]}, the PatternNet authors' layout: "
+                "pass --patterns-format reference"
+            )
+        patterns.check(model)
+        return patterns
+    except CorruptFileError as error:
+        raise SystemExit(f"--patterns: {error}") from None
+    except ValueError as error:
+        raise SystemExit(f"--patterns {path!r} does not fit the model: {error}") from None
 
 
 def read_images_npz(path, option, need_labels=True):

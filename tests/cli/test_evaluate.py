@@ -366,8 +366,21 @@ def test_patterns_format_reference_reads_the_pattern_net_authors_layout(files, t
     assert set(scores[0]) == set(METRICS)
     for metric in METRICS:
         np.testing.assert_allclose(scores[1][metric], scores[0][metric], rtol=1e-6, atol=1e-7, err_msg=metric)
+    # patterns of another model: refused with the file's name and what differs
+    other = keras.models.clone_model(model)
+    other.set_weights([w + 0.5 for w in model.get_weights()])
+    fit_patterns(other, background, verbose=False).save(tmp_path / "other.npz")
+    with pytest.raises(SystemExit, match=r"--patterns '.*other\.npz' does not fit the model: .*weights differ"):
+        cli.main(
+            arguments(
+                files, tmp_path / "other", "--methods", "pattern_attribution", "--patterns", str(tmp_path / "other.npz")
+            )
+        )
     # without the flag the reference file is read as pgig_tf's format: its A_i arrays name no layer of the model
-    with pytest.raises((ValueError, SystemExit), match="patterns for layers the model does not have: A_0, A_1"):
+    with pytest.raises(
+        SystemExit,
+        match=r"reference\.npz' holds arrays A_0\.\.A_\d+, the PatternNet authors' layout: pass --patterns-format reference",
+    ):
         cli.main(
             arguments(files, tmp_path / "wrong", "--methods", "gradient,pattern_attribution")
             + ["--patterns", str(tmp_path / "reference.npz")]
