@@ -12,7 +12,7 @@ summaries of those results, so every number traces back to the command that made
     python scripts/ground_truth_benchmark.py                 # results/ground_truth/: mass, rank accuracy, distractor mass
     python scripts/sanity_check.py --methods <the 12> --num-images 32 --out results/sanity
     python scripts/axioms.py                                 # results/axioms/axioms.json
-    python -m benchmarks.paper_claims                        # docs/claims.md
+    python -m benchmarks.paper_claims --readme README.md     # docs/claims.md and the README's table
 
 Ranks count only clear wins: a method's rank is 1 + the number of methods whose interval lies
 entirely on the better side of its own (`statistics.ranks_with_ties`), so methods whose
@@ -274,18 +274,35 @@ def report(results, methods=DEFAULT_METHODS):
     return "\n".join(lines) + "\n", short
 
 
+README_START, README_END = "<!-- claims table: python -m benchmarks.paper_claims -->", "<!-- end of claims table -->"
+
+
+def replace_between_markers(text, table):
+    """`text` with the lines between README_START and README_END replaced by `table`; ValueError without them."""
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"the page has no {README_START!r} ... {README_END!r} block")
+    return text[: start + len(README_START)] + "\n" + table.strip() + "\n" + text[end:]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for source, path in FILES.items():
         parser.add_argument(f"--{source.replace('_', '-')}", default=path, help=f"{source} results (default {path})")
     parser.add_argument("--out", default=os.path.join("docs", "claims.md"), help="the page written")
+    parser.add_argument("--readme", default=None, help="also put the short table into this page between its markers")
     args = parser.parse_args(argv)
     results = load_results({source: getattr(args, source) for source in FILES})
     page, short = report(results)
     with open(args.out, "w", encoding="utf-8") as handle:
         handle.write(page)
+    if args.readme:
+        with open(args.readme, encoding="utf-8") as handle:
+            text = replace_between_markers(handle.read(), short)
+        with open(args.readme, "w", encoding="utf-8") as handle:
+            handle.write(text)
     print(short)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}" + (f" and the table in {args.readme}" if args.readme else ""))
 
 
 if __name__ == "__main__":

@@ -95,3 +95,19 @@ def test_the_page_ranks_only_the_table_methods_and_says_what_is_missing():
     assert "- deletion: pgig is better than 1 and worse than 1 of the 2 others (worse than integrated_gradients)." in (
         page
     )
+
+
+def test_the_readme_table_is_the_short_table_of_the_claims_page():
+    """README.md's claims table is docs/claims.md's short table (both written by `python -m benchmarks.paper_claims`)."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    page = (root / "docs" / "claims.md").read_text(encoding="utf-8")
+    start = readme.index(claims.README_START) + len(claims.README_START)
+    table = readme[start : readme.index(claims.README_END)].strip()
+    short = page.split("## Short", 1)[1].split("## In plain words", 1)[0].strip()
+    assert table == short and table.count("\n") == 13  # a header, a rule and 12 methods
+    assert claims.replace_between_markers(readme, table) == readme
+    with pytest.raises(ValueError, match="no '<!-- claims table"):
+        claims.replace_between_markers("no markers", table)
