@@ -21,6 +21,7 @@ copies; images stream through in groups of `images_per_call`, so memory does not
 number of images. ROAD's copies are imputed on the host (scipy) and fed to the same compiled model call.
 """
 
+import concurrent.futures
 import numbers
 from dataclasses import dataclass
 
@@ -386,13 +387,25 @@ class PerturbationCurves:
                 top = chosen(tf.constant(images[part]), tf.constant(targets[part]))[1].numpy()
                 targets[part] = np.where(targets[part] < 0, top, targets[part])
         values = np.empty(len(images) * steps, np.float32)
-        for start in range(0, len(values), self.batch_size):
+
+        def impute(start):
             flat = np.arange(start, min(start + self.batch_size, len(values)))
             index, k = np.divmod(flat, steps)
             removed = self._removed_pixels(ranks[index], counts[k], images.shape[1:3])
             ids = np.stack([first_index + index, k], axis=1)
-            copies = road_fill(images[index], removed, self.road_noise, self.seed, ids)
-            values[flat] = chosen(tf.constant(copies), tf.constant(targets[index]))[0].numpy()
+            return flat, index, road_fill(images[index], removed, self.road_noise, self.seed, ids)
+
+        # The imputation runs on the host, one thread; the model on all cores. So the next chunk's
+        # copies are imputed in a second thread while the model evaluates this chunk's (the model
+        # call releases the GIL). Each copy's noise is keyed by (image, step): the same values.
+        starts = list(range(0, len(values), self.batch_size))
+        with concurrent.futures.ThreadPoolExecutor(1) as imputer:
+            upcoming = imputer.submit(impute, starts[0]) if starts else None
+            for position in range(len(starts)):
+                flat, index, copies = upcoming.result()
+                if position + 1 < len(starts):
+                    upcoming = imputer.submit(impute, starts[position + 1])
+                values[flat] = chosen(tf.constant(copies), tf.constant(targets[index]))[0].numpy()
         return values.reshape(len(images), steps)
 
 
