@@ -15,6 +15,10 @@ twelve methods of the degradation benchmark, on two trained models:
   the same map agreement and the relevance mass and rank accuracies of both precisions.
 
     python -m benchmarks.bfloat16_study [--out results/bfloat16] [--gt-images 500]
+    python -m benchmarks.bfloat16_study --variant all_bfloat16 --out results/bfloat16_all
+
+The library keeps the model's output layers in float32 (`model.precision.compute_dtype_scope`);
+`--variant all_bfloat16` measures what that saves by running every layer in bfloat16.
 
 Writes `--out`/summary.json and summary.md.
 """
@@ -139,9 +143,9 @@ def digits_part(out, methods, cache_dir):
         for name in methods:
 
             def per_image(dtype, name=name, key=key):
-                totals = runs[dtype]["totals"][name]
-                aupc = np.asarray(totals["aupc_values"], np.float64)
-                return aupc if key == "aupc" else np.asarray(totals["lerf_values"], np.float64) - aupc
+                totals = runs[dtype]["totals"][name]  # a MethodTotals: per-image areas of both orders
+                aupc = np.asarray(totals.aupc_values, np.float64)
+                return aupc if key == "aupc" else np.asarray(totals.lerf_values, np.float64) - aupc
 
             mean, low, high = paired_difference_ci(per_image("bfloat16"), per_image("float32"))
             entry = outcome.setdefault(name, {})
@@ -229,11 +233,42 @@ def markdown(summary):
     return "\n".join(lines) + "\n"
 
 
+def every_layer_in_bfloat16():
+    """Makes the engine run every layer, the output layers too, in the compute dtype (the study's variant)."""
+    import contextlib
+
+    import pgig_tf.core.engine as engine
+    from pgig_tf.model.graph import leaf_layers
+
+    @contextlib.contextmanager
+    def scope(model, compute_dtype):
+        if compute_dtype is None:
+            yield
+            return
+        layers = leaf_layers(model)
+        saved = [layer.dtype_policy for layer in layers]
+        try:
+            for layer in layers:
+                layer.dtype_policy = f"mixed_{compute_dtype}"
+            yield
+        finally:
+            for layer, policy in zip(layers, saved):
+                layer.dtype_policy = policy
+
+    engine.compute_dtype_scope = scope
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join("results", "bfloat16"))
     parser.add_argument("--methods", default=",".join(m for m in DEFAULT_METHODS if m != "random"))
     parser.add_argument("--gt-images", type=int, default=500, help="held-out images of the ground-truth CNN")
+    parser.add_argument(
+        "--variant",
+        default="output_float32",
+        choices=["output_float32", "all_bfloat16"],
+        help="output_float32: the library's bfloat16 (output layers in float32); all_bfloat16: every layer",
+    )
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--skip-ground-truth", action="store_true")
     parser.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache", "pgig_tf"))
@@ -245,8 +280,10 @@ def main(argv=None):
 
     warnings.filterwarnings("ignore", category=SoftmaxOutputWarning)
     methods = [m for m in args.methods.split(",") if m]
+    if args.variant == "all_bfloat16":
+        every_layer_in_bfloat16()
     os.makedirs(args.out, exist_ok=True)
-    summary = {"methods": methods}
+    summary = {"methods": methods, "variant": args.variant}
     if not args.skip_digits:
         summary["digits"] = digits_part(args.out, methods, args.cache_dir)
     if not args.skip_ground_truth:

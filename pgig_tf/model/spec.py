@@ -350,7 +350,7 @@ class ModelSpec:
 
     def softmax_layer(self):
         """The layer that computes the chosen output if it is a softmax (Softmax, or activation='softmax'), else None."""
-        layer = _producing_layer(self._outputs[self.output_index])
+        layer = producing_layer(self._outputs[self.output_index])
         if isinstance(layer, kl.Softmax):
             return layer
         if getattr(layer, "activation", None) is keras.activations.softmax:
@@ -365,10 +365,10 @@ def _output_names(model, outputs):
     structure = getattr(graph, "_outputs_struct", None)
     if isinstance(structure, dict):
         return [str(path[0]) for path, _ in tree.flatten_with_path(structure)]
-    return [_producing_layer(t).name for t in outputs]
+    return [producing_layer(t).name for t in outputs]
 
 
-def _producing_layer(tensor):
+def producing_layer(tensor):
     """The leaf layer that computes `tensor`, looking through nested Functional/Sequential models."""
     layer, _, index = tensor._keras_history
     while is_graph_model(layer) and functional_of(layer) is not None:
