@@ -59,6 +59,7 @@ def assert_same_config(a, b):
             assert type(a[key]) is type(b[key]) and a[key] == b[key], key
 
 
+@pytest.mark.slow  # seconds of whole runs; the default suite keeps its quicker kin
 def test_every_analyzer_round_trips_bit_identically(conv_model, tmp_path):
     assert set(SETTINGS) == set(ANALYZERS)
     rng = np.random.default_rng(0)

@@ -131,6 +131,13 @@ def parse_args(argv=None):
         choices=PERTURBATION_REPLACEMENTS,
         help="the replacement whose mean MoRF and LeRF curves evaluation.png shows (default road)",
     )
+    parser.add_argument(
+        "--compute-dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="the precision the methods evaluate the model in (the curves stay float32); bfloat16 keeps the "
+        "output layers in float32",
+    )
     parser.add_argument("--images-per-batch", type=int, default=32, help="images analysed per step (default 32)")
     parser.add_argument(
         "--batch-size",
@@ -414,6 +421,8 @@ def resolve_settings(args, inputs, input_shape):
         settings["model_sha256"] = file_sha256(args.model)
     if args.data_kind == "npz":
         settings["data_sha256"] = file_sha256(args.data)
+    if args.compute_dtype != "float32":
+        settings["compute_dtype"] = args.compute_dtype
     if args.data_kind == "tfds":
         settings["split"] = args.split
     needs = needs_of(args.methods)
@@ -478,8 +487,13 @@ def build_method_analyzers(args, inputs, settings, input_shape, width):
                 print(f"fitting patterns on {len(background)} background images")
             patterns = fit_patterns(inputs.model, background, verbose=False)
     eg_background = None if background is None else background[: args.num_background]
+
+    def run_settings(name):
+        precision = {"compute_dtype": "bfloat16"} if args.compute_dtype == "bfloat16" and name != "random" else {}
+        return {**method_settings(name), **precision}
+
     return build_analyzers(
-        inputs.model, args.methods, patterns, eg_background, settings["batch_size"], args.seed, settings=method_settings
+        inputs.model, args.methods, patterns, eg_background, settings["batch_size"], args.seed, settings=run_settings
     )
 
 

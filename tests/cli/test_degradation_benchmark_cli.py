@@ -92,6 +92,7 @@ def test_same_seed_same_numbers_other_seed_other_noise(tmp_path, cache, default_
         assert not np.allclose(fourth["methods"][name]["curve"], first["methods"][name]["curve"], rtol=1e-3)
 
 
+@pytest.mark.slow  # seconds of whole runs; the default suite keeps its quicker kin
 def test_shards_then_merge(tmp_path, cache, default_run):
     whole = default_run[1]
     out = tmp_path / "sharded"
@@ -225,6 +226,7 @@ def test_heatmap_examples_are_of_different_classes_with_true_and_predicted_label
     assert np.mean(predictions == labels[chosen]) >= 5 / 6  # the CNN is right on (nearly) all of them
 
 
+@pytest.mark.slow  # seconds of whole runs; the default suite stays under 6 minutes
 def test_tfds_dataset_with_a_model_file(tmp_path):
     """Any TFDS image dataset with --model PATH.keras, on TFDS' mock data (offline)."""
     import keras
@@ -528,6 +530,7 @@ def gradient_maps(model, x, targets):
         return create_analyzer("gradient", model).analyze(x, neuron_selection=targets)
 
 
+@pytest.mark.slow  # a flag's whole command runs; the default suite stays under 6 minutes
 def test_absolute_ranks_patches_by_the_magnitude_of_the_map(tiny_npz, gradient_runs):
     """--absolute: the curves are those of patches ranked by |attribution| (the library's absolute=True)."""
     model, x, predictions = tiny_npz["model"], tiny_npz["x"], tiny_npz["predictions"]
@@ -543,6 +546,7 @@ def test_absolute_ranks_patches_by_the_magnitude_of_the_map(tiny_npz, gradient_r
     assert np.max(np.abs(np.subtract(signed, magnitude))) > 1e-3
 
 
+@pytest.mark.slow  # a flag's whole command runs; the default suite stays under 6 minutes
 def test_true_label_follows_the_label_instead_of_the_prediction(tiny_npz, gradient_runs):
     """--true-label: each image's curve follows the probability of its label y, not of its clean prediction."""
     model, x, y, predictions = tiny_npz["model"], tiny_npz["x"], tiny_npz["y"], tiny_npz["predictions"]
@@ -561,6 +565,7 @@ def test_true_label_follows_the_label_instead_of_the_prediction(tiny_npz, gradie
     )
 
 
+@pytest.mark.slow  # a few seconds of whole command runs; the default suite keeps its quicker kin
 def test_patterns_format_reference_gives_the_npz_patterns_curves(tiny_npz, tmp_path):
     """--patterns-format reference: patterns written in the PatternNet authors' layout give the npz file's numbers."""
     from pgig_tf import fit_patterns
@@ -594,6 +599,7 @@ def test_patterns_format_reference_gives_the_npz_patterns_curves(tiny_npz, tmp_p
         tiny_run(tiny_npz, tmp_path / "wrong", *methods, "--patterns", str(tmp_path / "reference.npz"))
 
 
+@pytest.mark.slow  # a flag's whole command runs; the default suite stays under 6 minutes
 def test_tfds_data_dir_and_background_split_reach_the_loader(tmp_path, fake_tfds, tiny_npz, monkeypatch):
     """--data-dir and --background-split: the TFDS loader reads from that folder, the background from that split."""
     from pgig_tf.patterns import fitting
@@ -671,3 +677,15 @@ def test_fit_patterns_data_dir_reaches_the_tfds_loader(tmp_path, fake_tfds, tiny
     assert loaded.num_samples == 6
     for name in direct:
         np.testing.assert_allclose(loaded[name], direct[name], rtol=1e-5, atol=1e-8)
+
+
+def test_compute_dtype_bfloat16_reaches_every_method_but_random_and_the_fingerprint():
+    args = cli.parse_args(["--methods", "gradient,pgig,random", "--compute-dtype", "bfloat16"])
+    assert cli.run_settings(args, "pgig") == {**cli.method_settings("pgig"), "compute_dtype": "bfloat16"}
+    assert cli.run_settings(args, "gradient") == {"compute_dtype": "bfloat16"}
+    assert cli.run_settings(args, "random") == {}
+    assert cli.fingerprint_of(args)["compute_dtype"] == "bfloat16"
+    # --set still wins for one method; float32 (the default) leaves the fingerprint as it was
+    mixed = cli.parse_args(["--methods", "pgig", "--compute-dtype", "bfloat16", "--set", "pgig.compute_dtype=null"])
+    assert cli.run_settings(mixed, "pgig")["compute_dtype"] is None
+    assert "compute_dtype" not in cli.fingerprint_of(cli.parse_args(["--methods", "pgig"]))

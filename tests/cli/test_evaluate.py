@@ -210,6 +210,7 @@ def test_srg_is_lerf_minus_morf_per_image_and_the_checkpoint_holds_the_same_scor
             assert state.scores[name][metric].tolist() == scores[name][metric]
 
 
+@pytest.mark.slow  # seconds of whole runs; the default suite stays under 6 minutes
 def test_random_control_and_a_resumed_run_gives_the_same_numbers(whole_run, files, tmp_path, monkeypatch, capsys):
     first = whole_run[1]
     # the random ranking's SRG is 0 in expectation: its interval holds 0 for most replacements
@@ -277,6 +278,7 @@ def test_a_tfds_dataset_with_patterns_fitted_on_its_training_split(tmp_path):
     assert all(math.isfinite(results["methods"][m]["srg_road"]) for m in ("gradient", "pattern_attribution"))
 
 
+@pytest.mark.slow  # seconds of whole runs; the default suite stays under 6 minutes
 def test_shards_merged_give_the_per_image_scores_of_one_run(whole_run, files, tmp_path):
     """Two shards (4 and 3 images, batched otherwise than one run) merge into one run's numbers, random included."""
     first = whole_run[1]
@@ -302,6 +304,7 @@ def test_shards_merged_give_the_per_image_scores_of_one_run(whole_run, files, tm
     first["settings"]["num_shards"] = 1
 
 
+@pytest.mark.slow  # seconds of whole runs; the default suite keeps its quicker kin
 def test_a_merge_refuses_an_unfinished_shard(files, tmp_path, monkeypatch):
     out = tmp_path / "unfinished"
     cli.main(arguments(files, out, "--num-shards", "2", "--shard-index", "1"))
@@ -322,6 +325,7 @@ def test_a_merge_refuses_an_unfinished_shard(files, tmp_path, monkeypatch):
         cli.main(arguments(files, out, "--num-shards", "2", "--merge"))
 
 
+@pytest.mark.slow  # a flag's whole command runs; the default suite stays under 6 minutes
 def test_target_prediction_explains_the_clean_prediction_instead_of_the_label(whole_run, files, tmp_path):
     """--target prediction: every image's explained class is the model's prediction, not its label."""
     out = tmp_path / "prediction"
@@ -342,6 +346,7 @@ def test_target_prediction_explains_the_clean_prediction_instead_of_the_label(wh
     assert all(ours["morf_image_mean"][i] != labels["morf_image_mean"][i] for i in np.flatnonzero(~same))
 
 
+@pytest.mark.slow  # a few seconds of whole command runs; the default suite keeps its quicker kin
 def test_patterns_format_reference_reads_the_pattern_net_authors_layout(files, tmp_path):
     """--patterns-format reference: the same patterns written in the reference layout give the npz file's maps."""
     from pgig_tf import fit_patterns
@@ -387,6 +392,7 @@ def test_patterns_format_reference_reads_the_pattern_net_authors_layout(files, t
         )
 
 
+@pytest.mark.slow  # a few seconds of whole command runs; the default suite keeps its quicker kin
 def test_tfds_data_dir_and_background_split_reach_the_loader(files, tmp_path, fake_tfds, monkeypatch):
     """--data-dir and --background-split: the TFDS loader reads the background from that split of that folder."""
     from pgig_tf.patterns import fitting
@@ -416,3 +422,19 @@ def test_tfds_data_dir_and_background_split_reach_the_loader(files, tmp_path, fa
     # the patterns were fitted on the first 5 images of that split
     assert len(fitted) == 1
     np.testing.assert_array_equal(fitted[0], extra[0][:5])
+
+
+@pytest.mark.slow  # a flag's whole command runs; the default suite stays under 6 minutes
+def test_compute_dtype_bfloat16_is_recorded_and_ranks_as_float32_does(whole_run, files, tmp_path):
+    out = tmp_path / "bfloat16"
+    results = cli.main(arguments(files, out, "--compute-dtype", "bfloat16"))
+    assert results["settings"]["compute_dtype"] == "bfloat16" and "compute_dtype" not in whole_run[1]["settings"]
+    # the random control draws no model gradients: bit for bit the float32 run's
+    first = whole_run[1]["per_image"]["scores"]
+    assert results["per_image"]["scores"]["random"] == first["random"]
+    for name in ("gradient", "integrated_gradients"):
+        np.testing.assert_allclose(results["per_image"]["scores"][name]["srg_blur"], first[name]["srg_blur"], atol=0.1)
+    with pytest.raises(
+        SystemExit, match=r"holds a run with other settings \(compute_dtype: 'bfloat16' there, None now"
+    ):
+        cli.main(arguments(files, out))

@@ -147,6 +147,7 @@ def png_size(path):
     return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
 
 
+@pytest.mark.slow  # a flag's whole command runs; the default suite stays under 6 minutes
 def test_num_fit_fits_the_patterns_on_the_first_training_images(tmp_path, stand_in_cnn, monkeypatch):
     """--num-fit N: the patterns come from the first N training images (PatternAttribution's scores show it)."""
     from pgig_tf import create_analyzer
@@ -172,6 +173,7 @@ def test_num_fit_fits_the_patterns_on_the_first_training_images(tmp_path, stand_
     assert not np.allclose(scores[20]["mass_accuracy"], scores[7]["mass_accuracy"], rtol=1e-3)
 
 
+@pytest.mark.slow  # a flag's whole command runs; the default suite stays under 6 minutes
 def test_num_examples_sets_the_rows_of_the_examples_figure(tmp_path, stand_in_cnn):
     """--num-examples N: examples.png shows N images (rows of 1.4 inches at 120 dpi), a column per method and the input."""
     methods = ["--methods", "gradient,ground_truth"]

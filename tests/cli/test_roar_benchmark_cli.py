@@ -95,6 +95,7 @@ def copy_of(finished, tmp_path):
     return out
 
 
+@pytest.mark.slow  # seconds of whole runs; the default suite stays under 6 minutes
 def test_results_hold_every_cell_with_its_summary_and_area(tiny_run):
     out, results = tiny_run
     assert json.loads((out / "results.json").read_text()) == results
@@ -117,6 +118,7 @@ def test_results_hold_every_cell_with_its_summary_and_area(tiny_run):
     assert state["cells"]["gradient/kar/30/1"] == results["methods"]["gradient"]["kar"]["30"]["values"][1]
 
 
+@pytest.mark.slow  # seconds of whole runs; the default suite stays under 6 minutes
 def test_maps_and_cells_match_a_computation_by_hand(tiny_run):
     out, results = tiny_run
     from pgig_tf.analyzers import create_analyzer
@@ -144,6 +146,7 @@ def test_maps_and_cells_match_a_computation_by_hand(tiny_run):
     assert baseline == results["baseline_accuracy"]["values"][1]
 
 
+@pytest.mark.slow  # a few seconds of whole command runs; the default suite keeps its quicker kin
 def test_worker_processes_give_the_same_cells_for_any_number_of_workers(tiny_run, tmp_path, monkeypatch):
     """One thread per worker: 1 or 2 workers train alike; the cells stay close to the in-process ones."""
     monkeypatch.setattr(cli, "explained_model", untrained_cnn)
@@ -316,6 +319,7 @@ class Recording(StandIn):
         return super().accuracy(x_train, y_train, x_test, y_test, seed)
 
 
+@pytest.mark.slow  # a flag's whole command runs; the default suite stays under 6 minutes
 def test_absolute_replaces_the_pixels_of_largest_magnitude(tmp_path, monkeypatch):
     """--absolute: ROAR and KAR rank pixels by |attribution| (the library's absolute=True), not by the signed value."""
     monkeypatch.setattr(cli, "explained_model", untrained_cnn)

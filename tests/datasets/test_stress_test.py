@@ -63,6 +63,7 @@ def test_script_writes_png_and_json(tmp_path):
     }
 
 
+@pytest.mark.slow  # a flag's whole command runs; the default suite stays under 6 minutes
 def test_script_distractor_mean_and_std_shape_the_distractor(tmp_path, monkeypatch):
     """--distractor-mean/--distractor-std: eps ~ N(mean, std^2) is the input's second dimension, x2 = eps."""
     from pgig_tf import fit_patterns

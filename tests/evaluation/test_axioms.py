@@ -153,6 +153,7 @@ def test_patterns_transform_as_predicted(bench):
     assert transformations["mixing"]["pa_kernel_difference"] > 0.05
 
 
+@pytest.mark.slow  # seconds of whole runs; the default suite stays under 6 minutes
 def test_guided_backprop_and_pattern_net_break_invariance(bench):
     guided = K.implementation_invariance(bench, "guided_backprop")["details"]["constructions"]
     assert guided["relu_identity"]["value"] > 0.05  # the ReLU(x) - ReLU(-x) detour gates the gradient
@@ -236,6 +237,7 @@ def test_script_writes_json_and_markdown(tmp_path):
     assert table[0].count("|") == len(K.PROPERTIES) + 2 and "✗ fails" in table[0]
 
 
+@pytest.mark.slow  # a flag's whole command runs; the default suite stays under 6 minutes
 def test_script_num_data_fits_the_patterns_on_that_many_samples(tmp_path):
     """--num-data: the data that fits every pattern has that many samples (the pattern transformations show it)."""
     cli.main(["--methods", "random", "--quick", "--out", str(tmp_path), "--num-data", "64", "--seed", "3"])
@@ -262,6 +264,7 @@ def test_script_num_data_fits_the_patterns_on_that_many_samples(tmp_path):
     assert "Data: 64 correlated" in markdown
 
 
+@pytest.mark.slow  # a few seconds of whole command runs; the default suite keeps its quicker kin
 def test_script_invariance_seeds_repeats_the_pattern_methods_check_on_that_many_seeds(tmp_path, monkeypatch):
     """--invariance-seeds N: PatternAttribution's implementation invariance measured again on seeds --seed..--seed+N-1."""
     # the option changes only the implementation-invariance check: to keep this test short, the other

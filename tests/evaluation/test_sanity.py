@@ -160,6 +160,7 @@ def test_layer_list_skips_layers_without_weights_and_walks_nested_models(conv_mo
         np.testing.assert_array_equal(b, a)
 
 
+@pytest.mark.slow  # seconds of whole runs; the default suite stays under 6 minutes
 def test_pattern_factory_refits_and_plot_writes_a_png(dense_model, rng, tmp_path):
     data = rng.normal(size=(64, 6)).astype("float32")
     fitted = []
@@ -188,6 +189,7 @@ def load_script():
     return sanity_check
 
 
+@pytest.mark.slow  # seconds of whole runs; the default suite keeps its quicker kin
 def test_script_runs_end_to_end(tmp_path):
     model = keras.Sequential(
         [
@@ -266,6 +268,7 @@ def abs_spearman_rows(reference, maps):
     return [spearman(np.abs(a), np.abs(b)) for a, b in zip(reference, maps)]
 
 
+@pytest.mark.slow  # a few seconds of whole command runs; the default suite keeps its quicker kin
 def test_script_mode_independent_randomises_one_layer_at_a_time(script_files, tmp_path):
     """--mode independent: step 2 has only the conv layer re-drawn (the head keeps its weights); cascading both."""
     model, x = script_files["model"], script_files["data"][:3]
@@ -292,6 +295,7 @@ def test_script_mode_independent_randomises_one_layer_at_a_time(script_files, tm
     assert independent[2] != cascading[2]  # step 2: the conv alone, or the conv and the head
 
 
+@pytest.mark.slow  # a flag's whole command runs; the default suite stays under 6 minutes
 def test_script_signed_reports_and_plots_the_signed_correlations(script_files, tmp_path, monkeypatch, capsys):
     """--signed: the correlations (and the plotted means) are those of the signed maps; without it, of |maps|."""
     from pgig_tf.evaluation import sanity
@@ -326,6 +330,7 @@ def test_script_signed_reports_and_plots_the_signed_correlations(script_files, t
     assert (tmp_path / "signed" / "sanity.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
+@pytest.mark.slow  # a few seconds of whole command runs; the default suite keeps its quicker kin
 def test_script_fit_samples_fits_the_patterns_on_the_first_samples(script_files, tmp_path, monkeypatch):
     """--fit-samples N: pattern methods are fitted on the first N inputs of --data, on every randomised model."""
     script = load_script()
