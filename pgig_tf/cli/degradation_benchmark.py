@@ -160,12 +160,9 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if args.replicas < 1:
         parser.error(f"--replicas must be a positive integer, got {args.replicas}")
-    if args.num_shards < 1:
-        parser.error(f"--num-shards must be a positive integer, got {args.num_shards}")
-    if not 0 <= args.shard_index < args.num_shards:
-        parser.error(f"--shard-index must be in [0, {args.num_shards}), got {args.shard_index}")
-    if args.fresh and args.merge:
-        parser.error("--fresh discards a run's checkpoint; --merge only reads the shards' checkpoints")
+    from pgig_tf.cli.shared import check_shard_arguments
+
+    check_shard_arguments(parser, args)
     if args.model == "vgg16":
         args.preprocessing = args.preprocessing or "caffe225"
         args.weights = args.weights or "imagenet"

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from pgig_tf.cli.shared import PATTERNS_FORMATS, check_against_model, read_images_npz
+from pgig_tf.cli.shared import PATTERNS_FORMATS, check_against_model, check_shard_arguments, read_images_npz
 from pgig_tf.names import DEFAULT_METHODS, PERTURBATION_REPLACEMENTS
 
 EMBEDDED = "digits"
@@ -184,12 +184,7 @@ def parse_args(argv=None):
         parser.error(f"--num-images must be at least 2 (intervals are bootstrapped over images), got {args.num_images}")
     if args.seed < 0:
         parser.error(f"--seed must be a non-negative integer, got {args.seed}")
-    if args.num_shards < 1:
-        parser.error(f"--num-shards must be a positive integer, got {args.num_shards}")
-    if not 0 <= args.shard_index < args.num_shards:
-        parser.error(f"--shard-index must be in [0, {args.num_shards}), got {args.shard_index}")
-    if args.merge and args.fresh:
-        parser.error("--fresh discards a shard's checkpoint; --merge only reads the shards' checkpoints")
+    check_shard_arguments(parser, args)
     if args.merge and args.num_shards < 2:
         parser.error("--merge combines shards: give the run's --num-shards (at least 2)")
     if args.road_noise is not None and not (math.isfinite(args.road_noise) and args.road_noise >= 0):

@@ -5,6 +5,16 @@ import numpy as np
 PATTERNS_FORMATS = ("npz", "reference")
 
 
+def check_shard_arguments(parser, args):
+    """Stops with a usage error for --num-shards < 1, --shard-index outside [0, N), or --merge with --fresh."""
+    if args.num_shards < 1:
+        parser.error(f"--num-shards must be a positive integer, got {args.num_shards}")
+    if not 0 <= args.shard_index < args.num_shards:
+        parser.error(f"--shard-index must be in [0, {args.num_shards}), got {args.shard_index}")
+    if args.merge and args.fresh:
+        parser.error("--fresh discards a shard's checkpoint; --merge only reads the shards' checkpoints")
+
+
 def load_patterns(path, model, file_format="npz"):
     """The `Patterns` in the --patterns file at `path`, checked against `model`; SystemExit with one line otherwise.
 

@@ -421,7 +421,8 @@ def test_set_overrides_a_methods_setting_and_is_part_of_the_fingerprint():
     )
 
 
-def test_the_users_images_from_an_npz_file(tmp_path):
+def tiny_softmax_model():
+    """A tiny softmax image model on (8, 8, 1) inputs with seeded weights."""
     import keras
 
     model = keras.Sequential(
@@ -433,6 +434,11 @@ def test_the_users_images_from_an_npz_file(tmp_path):
         ]
     )
     model.set_weights([np.random.default_rng(1).normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+def test_the_users_images_from_an_npz_file(tmp_path):
+    model = tiny_softmax_model()
     model.save(tmp_path / "m.keras")
     rng = np.random.default_rng(2)
     x = rng.normal(size=(10, 8, 8, 1)).astype("float32")
@@ -469,18 +475,8 @@ def test_the_users_images_from_an_npz_file(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_npz(tmp_path_factory):
     """A tiny softmax image model (.keras) and 8 images (.npz) whose labels y differ from its predictions on half."""
-    import keras
-
     folder = tmp_path_factory.mktemp("tiny_npz")
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(3, 3, activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(4, activation="softmax"),
-        ]
-    )
-    model.set_weights([np.random.default_rng(1).normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
+    model = tiny_softmax_model()
     model.save(folder / "m.keras")
     rng = np.random.default_rng(2)
     x = rng.normal(size=(8, 8, 8, 1)).astype("float32")
