@@ -221,14 +221,12 @@ def write_checkpoint(path, state):
 
 def model_identity(model):
     """The SHA-256 of the model's fingerprint (layers, activations, weights) and the versions that compute the numbers."""
-    import hashlib
-
     from pgig_tf.cli.degradation_benchmark import versions
-    from pgig_tf.model.fingerprint import model_fingerprint
+    from pgig_tf.model.fingerprint import model_sha256
 
     found = versions()
     return {
-        "model_sha256": hashlib.sha256(json.dumps(model_fingerprint(model), sort_keys=True).encode()).hexdigest(),
+        "model_sha256": model_sha256(model),
         **{key: found[key] for key in ("pgig_tf", "tensorflow", "keras", "numpy")},
     }
 
