@@ -235,27 +235,12 @@ def markdown(summary):
 
 def every_layer_in_bfloat16():
     """Makes the engine run every layer, the output layers too, in the compute dtype (the study's variant)."""
-    import contextlib
+    import functools
 
     import pgig_tf.core.engine as engine
-    from pgig_tf.model.graph import leaf_layers
+    from pgig_tf.model.precision import compute_dtype_scope
 
-    @contextlib.contextmanager
-    def scope(model, compute_dtype):
-        if compute_dtype is None:
-            yield
-            return
-        layers = leaf_layers(model)
-        saved = [layer.dtype_policy for layer in layers]
-        try:
-            for layer in layers:
-                layer.dtype_policy = f"mixed_{compute_dtype}"
-            yield
-        finally:
-            for layer, policy in zip(layers, saved):
-                layer.dtype_policy = policy
-
-    engine.compute_dtype_scope = scope
+    engine.compute_dtype_scope = functools.partial(compute_dtype_scope, keep_output_layers=False)
 
 
 def main(argv=None):

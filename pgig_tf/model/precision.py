@@ -28,7 +28,7 @@ def output_layers(model):
 
 
 @contextlib.contextmanager
-def compute_dtype_scope(model, compute_dtype):
+def compute_dtype_scope(model, compute_dtype, keep_output_layers=True):
     """While tracing inside this scope, every layer of `model` but its output layers computes in `compute_dtype`.
 
     Each leaf layer gets the mixed policy 'mixed_<dtype>' (variables stay float32 and are cast
@@ -39,12 +39,12 @@ def compute_dtype_scope(model, compute_dtype):
     and the factor p(1 - p) of its gradient to 0 or to noise, so single-point gradients of a
     softmax output would lose their ranking (`benchmarks/bfloat16_study.py` measured Spearman
     0.71 against 0.996 with the output layer in float32, on the digits CNN). With None nothing
-    changes.
+    changes; `keep_output_layers=False` puts the output layers in `compute_dtype` too.
     """
     if compute_dtype is None:
         yield
         return
-    kept = {id(layer) for layer in output_layers(model)}
+    kept = {id(layer) for layer in output_layers(model)} if keep_output_layers else set()
     layers = leaf_layers(model)
     saved = [layer.dtype_policy for layer in layers]
     try:

@@ -149,3 +149,14 @@ def test_bfloat16_keeps_the_output_layer_in_float32_so_a_confident_softmax_keeps
     # layer in bfloat16); in float32 only the hidden layer's 8-bit rounding remains (0.07)
     assert _relative_l2(low, reference) < 0.15
     assert {layer.compute_dtype for layer in model.layers} == {"float32"}
+
+
+def test_the_output_layers_can_be_put_in_bfloat16_too(conv_model):
+    from pgig_tf.model.precision import compute_dtype_scope, output_layers
+
+    last = output_layers(conv_model)[0]
+    with compute_dtype_scope(conv_model, "bfloat16", keep_output_layers=False):
+        assert last.compute_dtype == "bfloat16"
+    with compute_dtype_scope(conv_model, "bfloat16"):
+        assert last.compute_dtype == "float32"
+    assert last.compute_dtype == "float32"
