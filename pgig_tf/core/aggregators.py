@@ -137,7 +137,6 @@ class RefinedPath(Aggregator):
         self.tolerance = float(tolerance)
         self.check_completeness = bool(check_completeness)
         self.agreements = int(agreements)  # successive refinements within the tolerance that stop a sample
-        self.draws = sum(len(level.alphas) for level in levels)
 
     def finish(self, x, reduced):
         return (x - tf.cast(self.baseline, x.dtype)) * reduced

@@ -102,16 +102,14 @@ def _nodes_and_weights(method, m):
 
 
 def _grid_numerators(method, steps):
-    """Integer numerators and their common denominator of the rule's nodes (the nested rules only)."""
-    m = int(steps)
-    k = np.arange(1, m + 1)
+    """Integer numerators of the rule's nodes over a common denominator (m, 2m for the middle rule, m - 1 for the
+    trapezoid; the nested rules only)."""
+    k = np.arange(1, int(steps) + 1)
     if method == RIEMANN_RIGHT:
-        return k, m
-    if method == RIEMANN_LEFT:
-        return k - 1, m
+        return k
     if method == RIEMANN_MIDDLE:
-        return 2 * k - 1, 2 * m
-    return k - 1, m - 1  # trapezoid
+        return 2 * k - 1
+    return k - 1  # left and trapezoid
 
 
 class Level(NamedTuple):
@@ -172,7 +170,7 @@ def refinement_levels(method: str, max_steps: int) -> list[Level]:
         if index == 0 or method not in NESTED:
             levels.append(Level(steps, alphas, weights, 0.0))
             continue
-        numerators, _ = _grid_numerators(method, steps)
+        numerators = _grid_numerators(method, steps)
         new = numerators % factor != 0  # the nodes of the previous level are the multiples of the factor
         levels.append(Level(steps, alphas[new], weights[new], 1.0 / factor))
     return levels

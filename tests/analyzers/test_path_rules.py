@@ -270,3 +270,25 @@ def test_a_saved_auto_analyzer_keeps_its_settings_and_steps(dense_model, tmp_pat
     np.testing.assert_array_equal(loaded.analyze(x, 1), expected)
     np.testing.assert_array_equal(loaded.last_steps, analyzer.last_steps)
     assert analyzer.last_steps.min() >= 16 and analyzer.last_steps.max() <= 64
+
+
+def test_convergence_delta_of_one_analyzer_on_inputs_of_two_sizes():
+    """f(x) - f(0) - Σφ on 6 x 6 and then 8 x 8 images of a model with free spatial size (one traced output per size)."""
+    model = keras.Sequential(
+        [
+            keras.Input((None, None, 1)),
+            keras.layers.Conv2D(3, 3, activation="relu", name="c"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
+    set_random_weights(model, 4)
+    analyzer = create_analyzer("integrated_gradients", model, steps=8, baseline=0.0)
+    rng = np.random.default_rng(5)
+    for size in (6, 8, 6):
+        x = rng.normal(0, 1, (3, size, size, 1)).astype(np.float32)
+        maps, delta = analyzer.analyze(x, neuron_selection=1, return_convergence_delta=True)
+        outputs = model(x).numpy()[:, 1].astype(np.float64) - model(np.zeros_like(x)).numpy()[:, 1]
+        expected = outputs - maps.reshape(3, -1).sum(axis=1, dtype=np.float64)
+        np.testing.assert_allclose(delta, expected, rtol=0, atol=1e-5 * np.abs(outputs).max())
+        assert np.abs(outputs).max() > 0

@@ -73,6 +73,20 @@ def test_reductions_equal_numpy_over_the_same_draws(conv_model, x, batch_size):
         assert np.abs(expected).max() > 0
 
 
+def test_smoothgrad_ig_integrates_from_the_baseline_to_each_drawn_noisy_input(conv_model, x):
+    """SmoothGrad-IG = x ⊙ 1/(n m) Σₙ Σₖ ∇f(k/m (x + εₙ)) (baseline 0), with εₙ the drawn noise rows."""
+    samples, scale, seed, steps = 3, 0.2, 42, 4
+    noise = drawn_noise(x, seed, samples, scale)
+    grad = create_analyzer("gradient", conv_model)
+    points = [k / steps * (x + noise[n]) for n in range(samples) for k in range(1, steps + 1)]
+    expected = x * np.mean([grad.analyze(p, 2) for p in points], axis=0)
+    ours = create_analyzer(
+        "smoothgrad_ig", conv_model, steps=steps, samples=samples, noise_scale=scale, seed=seed, baseline=0.0
+    ).analyze(x, 2)
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+    assert np.abs(expected).max() > 0
+
+
 def test_smooth_taylor_is_exact_on_a_linear_model():
     """Seed 002, Eq. 7: for linear f, Σ_i attribution = f(x) - mean_r f(z_r) exactly."""
     model = set_random_weights(keras.Sequential([keras.Input((6,)), keras.layers.Dense(2, name="lin")]), 3)
@@ -294,18 +308,43 @@ def test_first_index_is_checked(dense_model):
         analyzer.analyze(np.zeros((1, 6), np.float32), 0, first_index=1.0)
 
 
-def test_stream_rows_are_consecutive_slices_of_one_philox_stream():
+@pytest.mark.parametrize("size,width", [(1, 4), (4, 4), (5, 8), (7, 8), (8, 8)])
+def test_stream_rows_are_consecutive_slices_of_one_philox_stream(size, width):
     """Row g of (seed, stream) is TF's Philox normal stream from element g·w (w: the row size rounded up to 4)."""
     from pgig_tf.core.noise import NORMAL, keyed_rows
 
-    like = tf.zeros([3, 5])  # rows of 5 values: w = 8
+    like = tf.zeros([3, size])
     rows = keyed_rows(tf.constant(2, tf.int64), 1, tf.constant([4, 5, 5], tf.int64), like, NORMAL).numpy()
     stream = tf.raw_ops.StatelessRandomNormalV2(
-        shape=[64],
+        shape=[6 * width],
         key=tf.constant([2 * 4 + 1], tf.uint64),
         counter=tf.constant([0, 0], tf.uint64),
         alg=1,
         dtype=tf.float32,
     ).numpy()
-    np.testing.assert_array_equal(rows, np.stack([stream[32:37], stream[40:45], stream[40:45]]))
-    assert np.unique(stream).size == 64
+    row = [stream[g * width : g * width + size] for g in (4, 5, 5)]
+    np.testing.assert_array_equal(rows, np.stack(row))
+    assert np.unique(stream).size == 6 * width
+
+
+def test_one_random_call_per_row_restores_the_setting_it_found():
+    from pgig_tf.core import noise
+
+    assert noise._ONE_CALL_PER_ROW[0] is False
+    with noise.one_random_call_per_row(True):
+        with noise.one_random_call_per_row(False):
+            assert noise._ONE_CALL_PER_ROW[0] is False
+        assert noise._ONE_CALL_PER_ROW[0] is True  # the outer setting, not the default
+    assert noise._ONE_CALL_PER_ROW[0] is False
+
+
+def test_keyed_rows_of_one_row_and_of_none():
+    """A single id draws that row alone (not row 0); no ids draw nothing."""
+    from pgig_tf.core.noise import UNIFORM, keyed_rows
+
+    seed = tf.constant(7, tf.int64)
+    both = keyed_rows(seed, 2, tf.constant([3, 4], tf.int64), tf.zeros([2, 6]), UNIFORM).numpy()
+    one = keyed_rows(seed, 2, tf.constant([4], tf.int64), tf.zeros([1, 6]), UNIFORM).numpy()
+    np.testing.assert_array_equal(one, both[1:])
+    none = keyed_rows(seed, 2, tf.zeros([0], tf.int64), tf.zeros([0, 6]), UNIFORM).numpy()
+    assert none.shape == (0, 6)

@@ -100,23 +100,53 @@ def test_vargrad_is_the_population_variance_of_the_gradient(x):
 
 
 STEPS, BASELINE = 2, 0.5
-C = (STEPS + 1) / (2 * STEPS)  # mean of k/m over k = 1..m (right Riemann sum)
-Q = (STEPS + 1) * (2 * STEPS + 1) / (6 * STEPS**2)  # mean of (k/m)² over k = 1..m
 
 
-def test_smoothgrad_ig_matches_its_documented_definition(x):
-    """φ = (x - x̄)/m Σₖ 1/n Σₙ ∇f(x̄ + k/m (x'ₙ - x̄)), x'ₙ = x + εₙ (docs/methods.md), on f = Σ x³/3.
+def rule_moments(method, m):
+    """(C, Q) = (Σₖ wₖ αₖ, Σₖ wₖ αₖ²) of an integration rule with m points, from its definition (docs/methods.md)."""
+    k = np.arange(1, m + 1, dtype=np.float64)
+    weights = np.full(m, 1.0 / m)
+    if method == "riemann_right":
+        alphas = k / m
+    elif method == "riemann_left":
+        alphas = (k - 1) / m
+    elif method == "riemann_middle":
+        alphas = (k - 0.5) / m
+    elif method == "riemann_trapezoid":
+        alphas, weights = (k - 1) / (m - 1), np.full(m, 1.0 / (m - 1))
+        weights[[0, -1]] /= 2
+    else:  # Gauss–Legendre on [0, 1]
+        nodes, legendre_weights = np.polynomial.legendre.leggauss(m)
+        alphas, weights = (1 + nodes) / 2, legendre_weights / 2
+    return float(np.sum(weights * alphas)), float(np.sum(weights * alphas**2))
+
+
+# (rule, points): m = 3 for the rules with unequal weights, where weighting every point alike
+# (mean αₖ² = 0.35 for Gauss–Legendre, 0.417 for the trapezoid) misses Q = 1/3 and 0.375
+RULES = [
+    ("riemann_right", STEPS),
+    ("riemann_left", STEPS),
+    ("riemann_middle", STEPS),
+    ("riemann_trapezoid", 3),
+    ("gausslegendre", 3),
+]
+
+
+@pytest.mark.parametrize("method,steps", RULES)
+def test_smoothgrad_ig_matches_its_documented_definition(x, method, steps):
+    """φ = (x - x̄) Σₖ wₖ 1/n Σₙ ∇f(x̄ + αₖ (x'ₙ - x̄)), x'ₙ = x + εₙ (docs/methods.md), on f = Σ x³/3.
 
     With d = x - x̄ and u = d + ε ~ N(d, σ²), one noisy input gives
-    Y = d · 1/m Σₖ (x̄ + k/m u)² = d (x̄² + a u + Q u²), a = 2 x̄ C, C = mean k/m, Q = mean (k/m)², so
+    Y = d · Σₖ wₖ (x̄ + αₖ u)² = d (x̄² + a u + Q u²), a = 2 x̄ C, C = Σ wₖ αₖ, Q = Σ wₖ αₖ², so
     E[Y] = d (x̄² + a d + Q (d² + σ²)) and, from Var u = σ², Var u² = 4d²σ² + 2σ⁴, Cov(u, u²) = 2dσ²,
     Var[Y] = d² (a² σ² + Q² (4d²σ² + 2σ⁴) + 2 a Q 2dσ²).
     """
+    c, q = rule_moments(method, steps)
     s2, d = sigma_of(x) ** 2, x.astype(np.float64) - BASELINE
-    a = 2 * BASELINE * C
-    mean = d * (BASELINE**2 + a * d + Q * (d**2 + s2))
-    variance = d**2 * (a**2 * s2 + Q**2 * (4 * d**2 * s2 + 2 * s2**2) + 2 * a * Q * 2 * d * s2)
-    maps = analyze("smoothgrad_ig", 3, x, steps=STEPS, noise_scale=NOISE_SCALE, baseline=BASELINE)
+    a = 2 * BASELINE * c
+    mean = d * (BASELINE**2 + a * d + q * (d**2 + s2))
+    variance = d**2 * (a**2 * s2 + q**2 * (4 * d**2 * s2 + 2 * s2**2) + 2 * a * q * 2 * d * s2)
+    maps = analyze("smoothgrad_ig", 3, x, steps=steps, method=method, noise_scale=NOISE_SCALE, baseline=BASELINE)
     assert_matches_expectation(maps, x, mean, variance / DRAWS)
 
 
@@ -125,19 +155,22 @@ def uniform_moments(low, high, orders):
     return [(high ** (k + 1) - low ** (k + 1)) / ((k + 1) * (high - low)) for k in orders]
 
 
-def test_noise_baseline_ig_averages_ig_over_uniform_baselines(x):
-    """f = Σ x²/2, baselines b ~ U[min x, max x] per feature: one IG map is Y = w (b + C w), w = x - b.
+@pytest.mark.parametrize("method,steps", RULES)
+def test_noise_baseline_ig_averages_ig_over_uniform_baselines(x, method, steps):
+    """f = Σ x³/3, baselines b ~ U[min x, max x] per feature: one IG map is Y = w Σₖ wₖ (b + αₖ w)², w = x - b.
 
-    Y = x w - (1 - C) w² with w ~ U[x - max x, x - min x]; E and Var follow from E[wᵏ], k = 1..4.
+    With b = x - w, Y = x² w + (2C - 2) x w² + (1 - 2C + Q) w³ (C = Σ wₖ αₖ, Q = Σ wₖ αₖ²), a
+    polynomial in w ~ U[x - max x, x - min x]: E and Var follow from E[wᵏ], k = 1..6.
     """
+    c, q = rule_moments(method, steps)
     x64 = x.astype(np.float64)
     low, high = x64.min(1, keepdims=True), x64.max(1, keepdims=True)
-    w1, w2, w3, w4 = uniform_moments(x64 - high, x64 - low, (1, 2, 3, 4))
-    g = 1 - C
-    mean = x64 * w1 - g * w2
-    variance = x64**2 * w2 - 2 * x64 * g * w3 + g**2 * w4 - mean**2
-    maps = analyze("noise_baseline_ig", 2, x, steps=STEPS)
-    assert_matches_expectation(maps, x, mean, variance / DRAWS)
+    w = dict(zip(range(1, 7), uniform_moments(x64 - high, x64 - low, range(1, 7))))
+    a1, a2, a3 = x64**2, (2 * c - 2) * x64, 1 - 2 * c + q
+    mean = a1 * w[1] + a2 * w[2] + a3 * w[3]
+    second = a1**2 * w[2] + a2**2 * w[4] + a3**2 * w[6] + 2 * a1 * a2 * w[3] + 2 * a1 * a3 * w[4] + 2 * a2 * a3 * w[5]
+    maps = analyze("noise_baseline_ig", 3, x, steps=steps, method=method)
+    assert_matches_expectation(maps, x, mean, (second - mean**2) / DRAWS)
 
 
 def test_smooth_taylor_is_the_mean_first_order_term_at_noisy_roots(x):

@@ -139,3 +139,95 @@ def test_conv1d_equals_the_same_conv2d():
     a2 = create_analyzer("pgig", two_d, patterns=p2, steps=4).analyze(data[:3, None], 1)
     np.testing.assert_allclose(a1, a2[:, 0], rtol=1e-4, atol=1e-6)
     assert np.abs(a1).max() > 0
+
+
+def test_rule_name_is_the_registered_name_of_a_rule_or_none():
+    from pgig_tf.core.rules import GuidedBackpropRule, Rule, rule_name
+
+    class Custom(Rule):
+        name = "custom"
+
+    assert rule_name("pattern_attribution") == "pattern_attribution"
+    assert rule_name(GuidedBackpropRule) == "guided_backprop"
+    assert rule_name(Custom) is None
+
+
+def test_unsupported_layer_messages_name_the_class_to_register_and_why():
+    """A Keras layer is named by its full import path, a user's class by its name; a ReLU subclass is told apart from a leaky ReLU."""
+
+    class ClippedReLU(keras.layers.ReLU):
+        def call(self, inputs):
+            return tf.minimum(super().call(inputs), 1.0)
+
+    cases = {
+        keras.layers.LeakyReLU(name="leaky"): (
+            f"pgig_tf.register_layer({keras.layers.LeakyReLU.__module__}.LeakyReLU, ",
+            "no rule knows the class LeakyReLU",
+        ),
+        keras.layers.ReLU(negative_slope=0.1, name="slope"): (
+            f"pgig_tf.register_layer({keras.layers.ReLU.__module__}.ReLU, ",
+            "a ReLU with a threshold or a negative slope has no guided or pattern rule",
+        ),
+        ClippedReLU(name="clip"): (
+            "pgig_tf.register_layer(ClippedReLU, ",
+            "it overrides the call() of the supported Keras layer ReLU",
+        ),
+    }
+    for layer, (registration, why) in cases.items():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, name="d"), layer])
+        with pytest.raises(ValueError) as raised:
+            create_analyzer("guided_backprop", model)
+        assert registration in str(raised.value) and why in str(raised.value), str(raised.value)
+
+
+def test_guided_backprop_through_a_relu_with_any_cap_opens_where_0_lt_z_lt_cap():
+    """ReLU(max_value=3): the positive gradient passes where 0 < z < 3 (the same gate as ReLU6's, at another cap)."""
+    model = set_random_weights(
+        keras.Sequential(
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(8, name="h"),
+                keras.layers.ReLU(max_value=3.0, name="g"),
+                keras.layers.Dense(2, name="out"),
+            ]
+        ),
+        5,
+        scale=2.0,
+    )
+    x = np.random.default_rng(6).normal(0, 1.5, (16, 4)).astype(np.float32)
+    w1, b1 = (np.asarray(v, np.float64) for v in model.get_layer("h").weights)
+    w2 = np.asarray(model.get_layer("out").kernel, np.float64)
+    z = x.astype(np.float64) @ w1 + b1
+    is_open = (z > 0) & (z < 3)
+    assert is_open.any() and (z >= 3).any() and (z <= 0).any()  # every region of the gate is reached
+    expected = (np.maximum(w2[:, 1], 0) * is_open) @ w1.T
+    ours = create_analyzer("guided_backprop", model).analyze(x, 1)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_pattern_rules_pass_a_zero_scale_channel_as_a_dead_unit():
+    """Rescaling s = (0, 1, 2.5): PatternAttribution passes w p = 1 where s != 0 and 0 where s = 0, PatternNet 1/s (0 for 0)."""
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(3, name="d"),
+            keras.layers.Rescaling([0.0, 1.0, 2.5], name="s"),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+    set_random_weights(model, 7)
+    ones = Patterns({"d": np.ones((4, 3), np.float32), "out": np.ones((3, 1), np.float32)})
+    x = np.random.default_rng(8).normal(0, 1, (2, 4)).astype(np.float32)
+    w_d = np.asarray(model.get_layer("d").kernel, np.float64)
+    w_out = np.asarray(model.get_layer("out").kernel, np.float64)[:, 0]
+    attribution = make_rule("pattern_attribution", patterns=ones)
+    net = make_rule("pattern_net", patterns=ones)
+    for rule, expected in (
+        (attribution, w_d @ (np.array([0.0, 1.0, 1.0]) * w_out)),  # (w ⊙ 1) at both kernels
+        (net, np.ones((4, 3)) @ np.array([0.0, 1.0, 0.4])),  # p = 1 at both kernels
+    ):
+        v = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            out = tf.reduce_sum(rule.forward(model, v)[:, 0])
+        np.testing.assert_allclose(tape.gradient(out, v).numpy(), np.tile(expected, (2, 1)), rtol=1e-5, atol=1e-6)

@@ -160,3 +160,27 @@ def test_the_output_layers_can_be_put_in_bfloat16_too(conv_model):
     with compute_dtype_scope(conv_model, "bfloat16"):
         assert last.compute_dtype == "float32"
     assert last.compute_dtype == "float32"
+
+
+def test_steps_auto_under_jit_compile_gives_the_maps_and_steps_of_the_default_loop(dense_model):
+    """XLA's refinement pads each chunk to a static size with weight-0 pairs: the same maps, steps and evaluations."""
+    import warnings
+
+    from pgig_tf import ConvergenceWarning, create_analyzer
+
+    x, targets = _inputs(dense_model, n=5), np.array([0, 1, 2, 1, 0])
+    results = {}
+    for jit in (False, True):
+        analyzer = create_analyzer(
+            "integrated_gradients", dense_model, steps="auto", max_steps=64, batch_size=7, jit_compile=jit
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            maps = analyzer.analyze(x, neuron_selection=targets)
+        results[jit] = (maps, analyzer.last_steps.copy(), analyzer.last_evaluations.copy())
+    np.testing.assert_allclose(
+        results[True][0], results[False][0], rtol=1e-5, atol=1e-6 * np.abs(results[False][0]).max()
+    )
+    np.testing.assert_array_equal(results[True][1], results[False][1])
+    np.testing.assert_array_equal(results[True][2], results[False][2])
+    assert len(set(results[False][1].tolist())) > 1 or results[False][1].max() > 4  # some sample refined

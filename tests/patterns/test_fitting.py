@@ -169,3 +169,54 @@ def test_data_that_overflows_float32_is_named_not_reported_as_a_nan_pattern(dens
     ):
         fit_patterns(dense_model, data, verbose=False)
     fit_patterns(dense_model, data / np.float32(1e30), verbose=False)  # the same data, scaled, fits
+
+
+def test_kernel_layers_of_nested_models_need_unique_names():
+    inner = [
+        keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, activation="relu", name="d")], name=n) for n in "ab"
+    ]
+    model = keras.Sequential([keras.Input((4,)), *inner, keras.layers.Dense(2, name="out")])
+    data = np.random.default_rng(0).normal(0, 1, (8, 4)).astype(np.float32)
+    with pytest.raises(
+        ValueError, match=r"Layer names must be unique across nested models to key patterns; repeated: \['d'\]"
+    ):
+        fit_patterns(model, data, verbose=False)
+
+
+def test_verbose_fit_reports_its_batches(capsys):
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, activation="relu", name="h"), keras.layers.Dense(2, name="out")]
+    )
+    data = np.random.default_rng(1).normal(0, 1, (10, 4)).astype(np.float32)
+    fit_patterns(model, data, batch_size=4, verbose=True)
+    assert "fit_patterns: batch 3/3" in capsys.readouterr().out
+    fit_patterns(model, data, batch_size=4, verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_only_a_linear_kernel_layer_takes_the_relu_after_it_as_its_gate():
+    from pgig_tf.patterns.fitting import relu_gates
+
+    layers = [
+        keras.layers.Dense(3, name="lin"),
+        keras.layers.ReLU(),
+        keras.layers.Dense(3, activation="tanh", name="t"),
+    ]
+    model = keras.Sequential([keras.Input((4,)), *layers, keras.layers.ReLU(), keras.layers.Dense(2, name="out")])
+    assert relu_gates(model) == {"lin": ((), float("inf"))}  # tanh's output, not its input, meets the ReLU
+
+
+def test_a_unit_whose_output_never_varies_gets_a_zero_pattern():
+    """A live unit with zero weights (y = relu(b) > 0 constant): cov(x, y) = 0 and w^T cov = 0, so p = 0, not 0/0."""
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, activation="relu", name="h"), keras.layers.Dense(2, name="out")]
+    )
+    set_random_weights(model, 2)
+    kernel, bias = model.get_layer("h").get_weights()
+    kernel[:, 1], bias[1] = 0.0, 0.7
+    model.get_layer("h").set_weights([kernel, bias])
+    data = np.random.default_rng(3).normal(0, 1, (64, 4)).astype(np.float32)
+    pattern = fit_patterns(model, data, verbose=False)["h"]
+    assert np.all(np.isfinite(pattern))
+    np.testing.assert_array_equal(pattern[:, 1], 0.0)
+    assert np.abs(pattern[:, [0, 2]]).max() > 0
