@@ -151,12 +151,14 @@ def fused_gate_cap(layer):
     return None if layer.activation is None else activation_cap(layer.activation)
 
 
-def linear_part(layer, x, kernel):
+def linear_part(layer, x, kernel, dtype=None):
     """The layer's bias-free linear map applied to `x` with the given kernel (w^T x of Eq. 2).
 
-    Computed in the layer's compute dtype, as its own `call` would be (a no-op cast in float32).
+    Computed in `dtype`, by default the layer's compute dtype, as its own `call` would be (a
+    no-op cast in float32).
     """
-    x, kernel = ops.cast(x, layer.compute_dtype), ops.cast(kernel, layer.compute_dtype)
+    dtype = dtype or layer.compute_dtype
+    x, kernel = ops.cast(x, dtype), ops.cast(kernel, dtype)
     if isinstance(layer, kl.Dense):
         return ops.matmul(x, kernel)
     if is_depthwise(layer):
