@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from devtools.mutants import Patch, find_mutants, mutants_of_source, mutated_source, outermost_functions
-from devtools.mutation_pass import covering_tests, junit_durations, select_tests, summary
+from devtools.mutation_pass import covering_tests, junit_durations, select_tests, source_hashes, summary
 
 TOY = textwrap.dedent(
     '''
@@ -234,3 +234,11 @@ def test_outermost_functions_gives_each_function_and_method_its_lines():
         "helper": (44, 50),
         "traced": (53, 56),
     }
+
+
+def test_source_hashes_change_with_the_source(toy, tmp_path):
+    before = source_hashes([toy.__name__])
+    assert list(before) == [toy.__name__] and len(before[toy.__name__]) == 64
+    with open(toy.__file__, "a") as handle:
+        handle.write("\n# an edit\n")
+    assert source_hashes([toy.__name__]) != before
