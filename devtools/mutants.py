@@ -71,7 +71,7 @@ def _mutations(node):
         new = _BINARY[type(node.op)]
         found.append((f"{type(node.op).__name__} -> {new.__name__}", lambda n, new=new: setattr(n, "op", new())))
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.Not, ast.Invert)):
-        found.append((f"drop {type(node.op).__name__}", None))  # replaced by its operand: see _apply
+        found.append((f"drop {type(node.op).__name__}", None))  # replaced by its operand: see _replacement
     elif isinstance(node, ast.Compare):
         for i, op in enumerate(node.ops):
             if type(op) in _COMPARE:
@@ -101,26 +101,13 @@ def _mutations(node):
 
 
 def _skipped_subtrees(tree):
-    """ids of nodes never mutated: docstrings, strings and f-strings, annotations, decorators, defaults."""
+    """ids of nodes never mutated inside function bodies: f-strings and annotations (strings and docstrings have no
+    mutation; decorators, arguments and default values lie outside the bodies `_function_map` walks)."""
     skipped = set()
-
-    def skip(node):
-        if node is not None:
-            skipped.update(id(n) for n in ast.walk(node))
-
     for node in ast.walk(tree):
-        if isinstance(node, ast.JoinedStr):
-            skip(node)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            for decorator in node.decorator_list:
-                skip(decorator)
-            skip(node.returns)
-            skip(node.args)  # default values and annotations are evaluated once, at definition
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-                skip(body[0])
-        elif isinstance(node, ast.AnnAssign):
-            skip(node.annotation)
+        part = node if isinstance(node, ast.JoinedStr) else node.annotation if isinstance(node, ast.AnnAssign) else None
+        if part is not None:
+            skipped.update(id(n) for n in ast.walk(part))
     return skipped
 
 
@@ -190,14 +177,8 @@ def mutants_of_source(source: str, module_name: str) -> list[Mutant]:
             continue
         function, line = located[id(node)]
         for kind, _ in _mutations(node):
-            changed = _apply(copy.deepcopy(tree), index, kind)
-            after = (
-                ast.unparse(_nth(changed, index))
-                if kind not in ("break -> continue", "continue -> break")
-                else kind.split()[-1]
-            )
-            before = ast.unparse(node)
-            mutants.append(Mutant(module_name, function, index, kind, line, _short(before), _short(after)))
+            after = ast.unparse(_mutated_node(node, kind))
+            mutants.append(Mutant(module_name, function, index, kind, line, _short(ast.unparse(node)), _short(after)))
     return mutants
 
 
@@ -213,23 +194,9 @@ def _nth(tree, index):
     raise IndexError(index)
 
 
-def _apply(tree, index, kind):
-    """`tree` with its `index`-th node changed by `kind` (in place; returns `tree`)."""
-    target = _nth(tree, index)
-    for parent in ast.walk(tree):
-        for field, value in ast.iter_fields(parent):
-            if isinstance(value, list) and any(item is target for item in value):
-                position = next(i for i, item in enumerate(value) if item is target)
-                replacement = _replacement(target, kind)
-                if replacement is not target:
-                    value[position] = replacement
-                return tree
-            if value is target:
-                replacement = _replacement(target, kind)
-                if replacement is not target:
-                    setattr(parent, field, replacement)
-                return tree
-    raise ValueError(f"node {index} has no parent")
+def _mutated_node(node, kind):
+    """A changed copy of `node` (or the node that takes its place), `node` itself untouched."""
+    return _replacement(copy.deepcopy(node), kind)
 
 
 def _replacement(node, kind):
@@ -295,12 +262,7 @@ def mutated_source(source: str, mutant: Mutant) -> str:
             raise ValueError(f"cannot find {old!r} after the target on line {row + 1}")
         lines[row] = (head + tail.replace(old.encode(), new.encode(), 1)).decode()
         return "".join(lines)
-    replacement = (
-        node.operand
-        if mutant.kind.startswith("drop ")
-        else _apply(copy.deepcopy(ast.Module([node], [])), 1, mutant.kind).body[0]
-    )
-    return _replace(source, node, ast.unparse(replacement))
+    return _replace(source, node, ast.unparse(_mutated_node(node, mutant.kind)))
 
 
 _TOKENS = {
@@ -355,18 +317,19 @@ class Patch:
         self._mutant_file = f"{self._filename}.mutant"
         compiled = compile(text, self._mutant_file, "exec", dont_inherit=True)
         new_codes = [c for c in _code_objects(compiled) if c.co_qualname == mutant.function]
-        self._patched = []  # (function, original code)
+        replacements = []  # (live function, its mutant code)
         for function in self._live_functions(module, mutant.function):
             matching = [c for c in new_codes if c.co_firstlineno == function.__code__.co_firstlineno]
             if len(matching) != 1:
                 raise RuntimeError(f"cannot match the code of {mutant.module}.{mutant.function}")
             if matching[0].co_freevars != function.__code__.co_freevars:
                 raise RuntimeError(f"the mutant of {mutant.module}.{mutant.function} has other free variables")
-            self._patched.append((function, function.__code__))
-        if not self._patched:
+            replacements.append((function, matching[0]))
+        if not replacements:
             raise RuntimeError(f"no live function {mutant.module}.{mutant.function}")
-        for function, _ in self._patched:
-            function.__code__ = next(c for c in new_codes if c.co_firstlineno == function.__code__.co_firstlineno)
+        self._patched = [(function, function.__code__) for function, _ in replacements]  # (function, original code)
+        for function, code in replacements:
+            function.__code__ = code
         linecache.cache[self._mutant_file] = (len(text), None, text.splitlines(keepends=True), self._mutant_file)
         _clear_caches(module)
 

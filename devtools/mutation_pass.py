@@ -19,6 +19,9 @@ to results/mutation/mutants.jsonl as they come (a second run resumes) and summar
 """
 
 import argparse
+import hashlib
+import importlib
+import inspect
 import json
 import multiprocessing
 import os
@@ -83,10 +86,6 @@ def make_coverage(coverage_file, junit_file):
 
 def source_hashes(modules):
     """{module: SHA-256 of its source file}: a coverage run's line numbers hold for these sources only."""
-    import hashlib
-    import importlib
-    import inspect
-
     hashes = {}
     for module in modules:
         with open(inspect.getsourcefile(importlib.import_module(module)), "rb") as handle:
@@ -238,11 +237,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     sys.path.insert(0, ROOT)
-    from devtools.mutants import find_mutants, outermost_functions
+    from devtools.mutants import mutants_of_source, outermost_functions
 
     sources = source_hashes(args.modules.split(","))
     stamp = args.coverage + ".sources.json"
-    recorded = json.load(open(stamp)) if os.path.exists(stamp) else None
+    recorded = None
+    if os.path.exists(stamp):
+        with open(stamp) as handle:
+            recorded = json.load(handle)
     if not os.path.exists(args.coverage) or recorded != sources:
         if os.path.exists(args.coverage):  # its line numbers belong to other sources: remade, not trusted
             print("the mutated modules changed since the coverage run: making it again", flush=True)
@@ -253,24 +255,18 @@ def main(argv=None):
     records = []
     skipped = Counter()
     for module in args.modules.split(","):
-        import importlib
-        import inspect
-
         source_file = inspect.getsourcefile(importlib.import_module(module))
         by_line = covering_tests(args.coverage, source_file)
         with open(source_file, encoding="utf-8") as handle:
-            functions = outermost_functions(handle.read())
-        for mutant in find_mutants(module):
+            source = handle.read()
+        functions = outermost_functions(source)
+        for mutant in mutants_of_source(source, module):
             if f"{module}:{mutant.function}" in SUBPROCESS_ONLY:
                 skipped[f"{module}:{mutant.function}"] += 1
                 continue
             tests, selection = select_tests(by_line, functions[mutant.function], mutant.line, module in CONVERTED)
             record = {k: getattr(mutant, k) for k in MUTANT_FIELDS}
-            record.update(
-                name=mutant.name,
-                tests=sorted(tests, key=lambda t: (durations.get(t, 1.0), t)),
-                selection=selection,
-            )
+            record.update(name=mutant.name, tests=tests, selection=selection)  # the tests are ordered when run
             records.append(record)
     if args.limit:
         records = records[: args.limit]
@@ -308,9 +304,13 @@ def main(argv=None):
 
     # tests that killed earlier mutants of a module run first against the next ones (-x stops at the first failure)
     killers = defaultdict(Counter)
-    for result in done.values():
-        if result["status"] == KILLED and "::" in result["detail"]:
+
+    def count_killer(result):
+        if result["status"] == KILLED and "::" in result["detail"]:  # the detail names the first failing test
             killers[result["module"]][result["detail"]] += 1
+
+    for result in done.values():
+        count_killer(result)
     workers = [Worker(context, log_path) for _ in range(min(args.workers, max(len(todo), 1)))]
     queue = list(todo)
     start = time.perf_counter()
@@ -324,8 +324,7 @@ def main(argv=None):
             out.write(json.dumps(result) + "\n")
             out.flush()
             done[record["name"]] = result
-            if status == KILLED and "::" in detail:
-                killers[record["module"]][detail] += 1
+            count_killer(result)
             finished += 1
             if finished % 25 == 0 or not queue:
                 print(f"{finished}/{len(todo)} mutants in {time.perf_counter() - start:.0f} s", flush=True)
