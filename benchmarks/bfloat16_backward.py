@@ -32,29 +32,9 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.bfloat16_study import agreement
-from pgig_tf.core.rules import LayerwiseRule, PatternAttributionRule
-from pgig_tf.model import layer_kinds as L
+from pgig_tf.core.rules import LayerwiseRule, PatternAttributionRule, linear_with_backward_kernel
 
 VARIANTS = ("float32", "bfloat16", "bfloat16_forward", "float32_pattern_backward")
-
-
-def _bfloat16_forward_linear(layer, x, backward_kernel):
-    """The layer's linear part computed in bfloat16 (returned in x's dtype); its VJP with `backward_kernel` in x's dtype."""
-    kernel = tf.convert_to_tensor(layer.kernel)
-
-    @tf.custom_gradient
-    def linear(inputs):
-        outputs = tf.cast(L.linear_part(layer, inputs, kernel, dtype="bfloat16"), inputs.dtype)
-
-        def grad(dy):
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(inputs)
-                substituted = L.linear_part(layer, inputs, backward_kernel)
-            return tape.gradient(substituted, inputs, output_gradients=dy)
-
-        return outputs, grad
-
-    return linear(tf.convert_to_tensor(x))
 
 
 class BFloat16ForwardGradient(LayerwiseRule):
@@ -63,7 +43,8 @@ class BFloat16ForwardGradient(LayerwiseRule):
     name = "gradient_bfloat16_forward"
 
     def _linear(self, layer, x):
-        return _bfloat16_forward_linear(layer, x, tf.convert_to_tensor(layer.kernel))
+        kernel = tf.convert_to_tensor(layer.kernel)
+        return linear_with_backward_kernel(layer, x, kernel, kernel, forward_dtype="bfloat16")
 
 
 class BFloat16ForwardPatternAttribution(PatternAttributionRule):
@@ -74,7 +55,9 @@ class BFloat16ForwardPatternAttribution(PatternAttributionRule):
     def _linear(self, layer, x):
         kernel = tf.convert_to_tensor(layer.kernel)
         pattern = tf.cast(self._variables[layer.name], kernel.dtype)
-        return _bfloat16_forward_linear(layer, x, self.backward_kernel(kernel, pattern))
+        return linear_with_backward_kernel(
+            layer, x, kernel, self.backward_kernel(kernel, pattern), forward_dtype="bfloat16"
+        )
 
 
 class Float32PatternBackward(PatternAttributionRule):
@@ -85,22 +68,7 @@ class Float32PatternBackward(PatternAttributionRule):
     def _linear(self, layer, x):
         kernel = tf.convert_to_tensor(layer.kernel)
         substitute = self.backward_kernel(tf.cast(kernel, tf.float32), tf.cast(self._variables[layer.name], tf.float32))
-
-        @tf.custom_gradient
-        def linear(inputs):
-            outputs = L.linear_part(layer, inputs, kernel)
-
-            def grad(dy):
-                wide = tf.cast(inputs, tf.float32)
-                with tf.GradientTape(watch_accessed_variables=False) as tape:
-                    tape.watch(wide)
-                    substituted = L.linear_part(layer, wide, substitute, dtype="float32")
-                dx = tape.gradient(substituted, wide, output_gradients=tf.cast(dy, tf.float32))
-                return tf.cast(dx, inputs.dtype)
-
-            return outputs, grad
-
-        return linear(tf.convert_to_tensor(x))
+        return linear_with_backward_kernel(layer, x, kernel, substitute, backward_dtype="float32")
 
 
 def make_analyzer(method, variant, model, patterns, steps, batch_size):

@@ -229,24 +229,36 @@ class _PatternRule(LayerwiseRule):
                 "(fit_patterns or analyzer.fit) or pass patterns that include it."
             )
         pattern = tf.cast(self._variables[layer.name], kernel.dtype)
-        substitute_kernel = self.backward_kernel(kernel, pattern)
+        return linear_with_backward_kernel(layer, x, kernel, self.backward_kernel(kernel, pattern))
 
-        @tf.custom_gradient
-        def linear(inputs):
-            outputs = L.linear_part(layer, inputs, kernel)
 
-            def grad(dy):
-                # The linear map's vector-Jacobian product with the substituted kernel
-                # (Eq. 3: the gradient with w replaced). The forward value below is unused,
-                # so in a compiled graph only the transposed op remains.
-                with tf.GradientTape(watch_accessed_variables=False) as tape:
-                    tape.watch(inputs)
-                    substituted = L.linear_part(layer, inputs, substitute_kernel)
-                return tape.gradient(substituted, inputs, output_gradients=dy)
+def linear_with_backward_kernel(layer, x, kernel, backward_kernel, forward_dtype=None, backward_dtype=None):
+    """The layer's linear part of `x` with `kernel`, differentiated as if its kernel were `backward_kernel` (Eq. 3).
 
-            return outputs, grad
+    `forward_dtype` computes the forward value in another dtype than the layer's compute dtype,
+    returned in x's dtype; `backward_dtype` does so for the vector-Jacobian product.
+    """
 
-        return linear(x)
+    @tf.custom_gradient
+    def linear(inputs):
+        outputs = L.linear_part(layer, inputs, kernel, dtype=forward_dtype)
+        if forward_dtype is not None:
+            outputs = tf.cast(outputs, inputs.dtype)
+
+        def grad(dy):
+            # The linear map's vector-Jacobian product with the substituted kernel (the gradient
+            # with w replaced). The forward value below is unused, so in a compiled graph only
+            # the transposed op remains.
+            wide = tf.cast(inputs, backward_dtype or inputs.dtype)
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(wide)
+                substituted = L.linear_part(layer, wide, backward_kernel, dtype=backward_dtype)
+            dx = tape.gradient(substituted, wide, output_gradients=tf.cast(dy, substituted.dtype))
+            return tf.cast(dx, inputs.dtype)
+
+        return outputs, grad
+
+    return linear(tf.convert_to_tensor(x))
 
 
 class PatternAttributionRule(_PatternRule):
