@@ -23,7 +23,9 @@ def counting_gradient_calls(analyzer):
     return calls
 
 
-@pytest.mark.parametrize("batch_size, chunks", [(4, 3 + 3 + 6 + 12), (5, 3 + 3 + 5 + 10), (48, 1 + 1 + 1 + 1)])
+@pytest.mark.parametrize(
+    "batch_size, chunks", [(2, 6 + 6 + 12 + 24), (4, 3 + 3 + 6 + 12), (5, 3 + 3 + 5 + 10), (48, 1 + 1 + 1 + 1)]
+)
 def test_auto_steps_evaluate_ceil_of_points_over_batch_chunks_per_level(dense_model, batch_size, chunks):
     # 3 samples that never converge (tolerance 1e-12), right-Riemann levels of 4, 4, 8 and 16 new points:
     # 12, 12, 24 and 48 (sample, point) pairs, in ceil(pairs / batch_size) chunks per level
@@ -33,9 +35,17 @@ def test_auto_steps_evaluate_ceil_of_points_over_batch_chunks_per_level(dense_mo
     )
     calls = counting_gradient_calls(analyzer)
     with pytest.warns(ConvergenceWarning):
-        analyzer.analyze(x, 1)
+        maps, delta = analyzer.analyze(x, 1, return_convergence_delta=True)
     assert int(calls.numpy()) == chunks
     np.testing.assert_array_equal(analyzer.last_evaluations, [32] * 3)
+    # the same maps and completeness gaps as in one chunk per level (f(x) read batch_size samples at a time)
+    whole = create_analyzer(
+        "integrated_gradients", dense_model, steps="auto", tolerance=1e-12, max_steps=32, batch_size=96
+    )
+    with pytest.warns(ConvergenceWarning):
+        expected_maps, expected_delta = whole.analyze(x, 1, return_convergence_delta=True)
+    np.testing.assert_allclose(maps, expected_maps, rtol=1e-5, atol=1e-6 * np.abs(expected_maps).max())
+    np.testing.assert_allclose(delta, expected_delta, rtol=1e-4, atol=1e-5 * np.abs(expected_delta).max())
 
 
 @pytest.mark.parametrize("batch_size, chunks", [(4, 5), (5, 4), (20, 1), (64, 1)])
