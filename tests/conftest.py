@@ -206,3 +206,13 @@ def flip(raw, at):
     damaged = bytearray(raw)
     damaged[at] ^= 0xFF
     return bytes(damaged)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """Marks `slow` the tests listed in tests/slow_tier.txt (written by `python -m devtools.slow_tier`)."""
+    with open(os.path.join(TESTS, "slow_tier.txt"), encoding="utf-8") as file:
+        tier = {line.strip() for line in file if line.strip() and not line.lstrip().startswith("#")}
+    for item in items:
+        if item.nodeid in tier:
+            item.add_marker(pytest.mark.slow)
