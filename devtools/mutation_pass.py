@@ -43,6 +43,9 @@ DEFAULT_MODULES = (
     "pgig_tf.patterns.fitting",
 )
 # the fast tests that exercise the mutated modules (tests/model/test_distribute.py runs its checks in a subprocess)
+# the default run's tests and those only moved out of it for time (tests/slow_tier.txt), not the
+# VGG-sized tests and whole benchmark runs
+SELECTION = "not slow or tiered"
 TESTS = (
     "tests/core",
     "tests/analyzers",
@@ -77,7 +80,15 @@ def make_coverage(coverage_file, junit_file):
 
     os.makedirs(os.path.dirname(os.path.abspath(coverage_file)), exist_ok=True)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "devtools.coverage_plugin"]
-    command += [*TESTS, "--cov=pgig_tf", "--cov-context=test", "--cov-report=", f"--junitxml={junit_file}"]
+    command += [
+        *TESTS,
+        "-m",
+        SELECTION,
+        "--cov=pgig_tf",
+        "--cov-context=test",
+        "--cov-report=",
+        f"--junitxml={junit_file}",
+    ]
     print("coverage run:", " ".join(command), flush=True)
     code = subprocess.call(command, cwd=ROOT, env={**os.environ, "COVERAGE_FILE": os.path.abspath(coverage_file)})
     if code != 0:
@@ -173,7 +184,9 @@ def _worker(connection, log_path):
             connection.send((ERROR, f"{type(error).__name__}: {error}", 0.0))
             continue
         try:
-            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "--rootdir", ROOT, *tests], plugins=[recorder])
+            code = pytest.main(
+                ["-x", "-q", "-p", "no:cacheprovider", "--rootdir", ROOT, "-m", SELECTION, *tests], plugins=[recorder]
+            )
         finally:
             if patch:
                 patch.restore()

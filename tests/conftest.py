@@ -210,9 +210,14 @@ def flip(raw, at):
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config, items):
-    """Marks `slow` the tests listed in tests/slow_tier.txt (written by `python -m devtools.slow_tier`)."""
+    """Marks `slow` and `tiered` the tests listed in tests/slow_tier.txt (written by `python -m devtools.slow_tier`).
+
+    `tiered` lets a run take them back (`-m "not slow or tiered"`: all but the VGG-sized tests and
+    whole benchmark runs), as the mutation pass does.
+    """
     with open(os.path.join(TESTS, "slow_tier.txt"), encoding="utf-8") as file:
         tier = {line.strip() for line in file if line.strip() and not line.lstrip().startswith("#")}
     for item in items:
         if item.nodeid in tier:
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.tiered)

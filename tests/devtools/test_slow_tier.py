@@ -50,3 +50,20 @@ def test_every_listed_test_exists():
         function = re.sub(r"\[.*\]$", "", name.split("::")[-1])
         with open(os.path.join(ROOT, path), encoding="utf-8") as file:
             assert re.search(rf"^\s*def {re.escape(function)}\(", file.read(), re.M), node
+
+
+class Item:
+    def __init__(self, nodeid):
+        self.nodeid, self.markers = nodeid, []
+
+    def add_marker(self, marker):
+        self.markers.append(marker.name)
+
+
+def test_collection_marks_the_listed_tests_slow_and_tiered_and_no_others():
+    import conftest
+
+    listed = slow_tier.read_tier()[0]
+    items = [Item(listed), Item("tests/devtools/test_slow_tier.py::test_every_listed_test_exists")]
+    conftest.pytest_collection_modifyitems(None, items)
+    assert [item.markers for item in items] == [["slow", "tiered"], []]
