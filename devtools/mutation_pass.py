@@ -42,10 +42,10 @@ DEFAULT_MODULES = (
     "pgig_tf.core.noise",
     "pgig_tf.patterns.fitting",
 )
-# the fast tests that exercise the mutated modules (tests/model/test_distribute.py runs its checks in a subprocess)
 # the default run's tests and those only moved out of it for time (tests/slow_tier.txt), not the
 # VGG-sized tests and whole benchmark runs
 SELECTION = "not slow or tiered"
+# the fast tests that exercise the mutated modules (tests/model/test_distribute.py runs its checks in a subprocess)
 TESTS = (
     "tests/core",
     "tests/analyzers",
