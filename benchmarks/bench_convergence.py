@@ -18,8 +18,10 @@ The default model is the embedded digits CNN (`pgig_tf.datasets.digits.trained_d
 trained once and cached) on its first `--images` held-out digits, explaining the predicted
 class's probability; PGIG's patterns are fitted on its training digits. `--model vgg16` builds
 Keras' VGG16 with weights=None at 224² (random weights) on random images with a caffe-like
-scale (patterns fitted on `--fit-images` other random images); on a 2-core CPU one 2,048-point
-reference alone takes ~7 minutes per image there, so use few images and `--grid` up to 256.
+scale (patterns fitted on `--fit-images` other random images); on a 2-core CPU one 1,024-point
+reference alone takes 3.5 (with AMX) to 14 minutes (AVX2 only) per image there, so use few
+images, `--reference-steps 1024`, `--grid` up to 256 and `--auto-rules` to run steps="auto" with
+one rule only.
 
 Run from the repository root: `python -m benchmarks.bench_convergence` (writes
 results/bench_convergence_<model>.json).
@@ -144,8 +146,6 @@ def run_method(model, method, x, targets, grid, args, patterns):
         worst = {m: float(e.max()) for m, e in errors.items()}
         needed_mean = first_reaching(sorted(mean), mean, TARGET_ERROR)
         needed_all = first_reaching(sorted(worst), worst, TARGET_ERROR)
-        auto_settings = {"steps": "auto", "method": rule, "tolerance": args.tolerance, "max_steps": args.max_steps}
-        auto_maps, auto_seconds, auto = timed_maps(analyzer_for(**auto_settings), x, targets)
         # seconds per image: the median of repeated calls (the grid's single calls only give the errors);
         # without warm-up, the single calls' seconds (tracing included)
         fixed_seconds = seconds.get(needed_mean)
@@ -155,8 +155,6 @@ def run_method(model, method, x, targets, grid, args, patterns):
                 warnings.simplefilter("ignore")
                 fixed.analyze(x[:1], neuron_selection=targets[:1])  # tracing
             fixed_seconds = median_seconds_per_image(fixed, x, targets, args.repeats)
-        if WARM_UP[0]:
-            auto_seconds = median_seconds_per_image(auto, x, targets, args.repeats)
         rules[rule] = {
             "mean_error": {str(m): v for m, v in mean.items()},
             "max_error": {str(m): v for m, v in worst.items()},
@@ -164,17 +162,23 @@ def run_method(model, method, x, targets, grid, args, patterns):
             "evaluations_for_mean_error_1pct": needed_mean,
             "evaluations_for_max_error_1pct": needed_all,
             "seconds_per_image_at_mean_error_1pct": fixed_seconds,
-            "auto": {
+        }
+        if rule in args.auto_rules:
+            auto_settings = {"steps": "auto", "method": rule, "tolerance": args.tolerance, "max_steps": args.max_steps}
+            auto_maps, auto_seconds, auto = timed_maps(analyzer_for(**auto_settings), x, targets)
+            if WARM_UP[0]:
+                auto_seconds = median_seconds_per_image(auto, x, targets, args.repeats)
+            rules[rule]["auto"] = {
                 "tolerance": args.tolerance,
                 "max_steps": args.max_steps,
                 "agreements": auto.auto_agreements,
                 **auto_record(auto, auto_maps, reference, auto_seconds),
-            },
-        }
-        if not args.skip_agreement_study:  # the same, stopping after one refinement within the tolerance
-            one_maps, one_seconds, one = timed_maps(analyzer_for(**auto_settings), x, targets, agreements=1)
-            rules[rule]["auto_one_agreement"] = auto_record(one, one_maps, reference, one_seconds)
-        print(f"  {method} {rule}: done", flush=True)
+            }
+            if not args.skip_agreement_study:  # the same, stopping after one refinement within the tolerance
+                one_maps, one_seconds, one = timed_maps(analyzer_for(**auto_settings), x, targets, agreements=1)
+                rules[rule]["auto_one_agreement"] = auto_record(one, one_maps, reference, one_seconds)
+        errors_text = ", ".join(f"{m}: {100 * v:.2f}%" for m, v in mean.items())
+        print(f"  {method} {rule}: mean error {errors_text}", flush=True)
     record["rules"] = rules
     return record
 
@@ -234,22 +238,28 @@ def print_tables(report):
         )
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for rule, data in record["rules"].items():
-            auto = data["auto"]
+            auto = data.get("auto")
             seconds = data["seconds_per_image_at_mean_error_1pct"]
-            print(
-                f"| {rule} | {data['evaluations_for_mean_error_1pct'] or '> ' + str(grid[-1])} "
-                f"| {data['evaluations_for_max_error_1pct'] or '> ' + str(grid[-1])} "
-                f"| {'' if seconds is None else f'{seconds:.3f}'} "
-                f"| {auto['mean_evaluations']:.0f} ({auto['max_evaluations']}) "
+            auto_cells = (
+                "| | | | |"
+                if auto is None
+                else f"| {auto['mean_evaluations']:.0f} ({auto['max_evaluations']}) "
                 f"| {100 * auto['mean_error']:.2f}% ({100 * auto['max_error']:.2f}%) "
                 f"| {100 * auto['converged']:.0f}% | {auto['seconds_per_image']:.3f} |"
             )
-        if all("auto_one_agreement" in data for data in record["rules"].values()):
+            print(
+                f"| {rule} | {data['evaluations_for_mean_error_1pct'] or '> ' + str(grid[-1])} "
+                f"| {data['evaluations_for_max_error_1pct'] or '> ' + str(grid[-1])} "
+                f"| {'' if seconds is None else f'{seconds:.3f}'} " + auto_cells
+            )
+        if any("auto_one_agreement" in data for data in record["rules"].values()):
             print(f'\n{method}: steps="auto" stopped after one refinement within the tolerance (default: two)')
             print("| rule | evals mean (max) | err mean (max) | converged |")
             print("| --- | ---: | ---: | ---: |")
             for rule, data in record["rules"].items():
-                one = data["auto_one_agreement"]
+                one = data.get("auto_one_agreement")
+                if one is None:
+                    continue
                 print(
                     f"| {rule} | {one['mean_evaluations']:.0f} ({one['max_evaluations']}) "
                     f"| {100 * one['mean_error']:.2f}% ({100 * one['max_error']:.2f}%) | {100 * one['converged']:.0f}% |"
@@ -273,6 +283,9 @@ def main(argv=None):
     parser.add_argument("--grid", default="4,8,16,32,64,128,256,512,1024", help="the points m of each rule")
     parser.add_argument("--reference-steps", type=int, default=2048)
     parser.add_argument("--skip-reference-check", action="store_true", help=f"skip the second reference ({CHECK_RULE})")
+    parser.add_argument(
+        "--auto-rules", default=None, help='the rules steps="auto" is run with (default: every rule; "" for none)'
+    )
     parser.add_argument("--tolerance", type=float, default=0.01, help='steps="auto" tolerance')
     parser.add_argument("--max-steps", type=int, default=1024, help='steps="auto" max_steps')
     parser.add_argument("--overhead-steps", type=int, default=256, help="0 skips the overhead measurement")
@@ -293,6 +306,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="JSON output (default results/bench_convergence_<model>.json)")
     args = parser.parse_args(argv)
     args.rules = [r for r in args.rules.split(",") if r]
+    args.auto_rules = args.rules if args.auto_rules is None else [r for r in args.auto_rules.split(",") if r]
     WARM_UP[0] = not args.no_warm_up
     grid = [int(m) for m in args.grid.split(",") if m]
     methods = [m for m in args.methods.split(",") if m]

@@ -37,15 +37,17 @@ def test_tables_show_every_rule_and_the_missing_entries(capsys):
         "auto": auto,
         "auto_one_agreement": auto,
     }
+    without_auto = {key: value for key, value in rule.items() if not key.startswith("auto")}
     report = {
         "grid": [4, 8],
         "reference_steps": 16,
         "tolerance": 0.01,
-        "methods": {"pgig": {"rules": {"riemann_right": rule, "gausslegendre": rule}}},
+        "methods": {"pgig": {"rules": {"riemann_right": rule, "gausslegendre": rule, "riemann_left": without_auto}}},
         "overhead": {"auto_seconds": 1.1, "fixed_seconds": 1.0, "steps": 8, "images": 2, "ratio": 1.1},
     }
     print_tables(report)
     out = capsys.readouterr().out
     assert "| riemann_right | 20.00% | 0.90% |" in out and "| gausslegendre | 20.00% | 0.90% |" in out
     assert "| riemann_right | 8 | > 8 | 0.050 | 40 (64) | 0.40% (2.00%) | 50% | 0.100 |" in out
+    assert "| riemann_left | 8 | > 8 | 0.050 | | | | |" in out  # steps="auto" not run with this rule
     assert "ratio 1.100" in out
