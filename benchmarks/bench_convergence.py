@@ -307,6 +307,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.rules = [r for r in args.rules.split(",") if r]
     args.auto_rules = args.rules if args.auto_rules is None else [r for r in args.auto_rules.split(",") if r]
+    if not set(args.auto_rules) <= set(args.rules):
+        parser.error(f"--auto-rules {sorted(set(args.auto_rules) - set(args.rules))} are not in --rules {args.rules}")
     WARM_UP[0] = not args.no_warm_up
     grid = [int(m) for m in args.grid.split(",") if m]
     methods = [m for m in args.methods.split(",") if m]

@@ -106,8 +106,8 @@ def parse_args(argv=None):
         choices=["float32", "bfloat16"],
         help="the precision the methods evaluate the model in (the curves stay float32); bfloat16 keeps the "
         "output layers in float32 and, on the digits CNN, changed no method's AUPC or SRG beyond its paired "
-        "interval; it is faster only on hardware with bfloat16 units (a CPU with AMX, a GPU), ten times slower on an "
-        "AVX2 CPU (see the docs' speed options)",
+        "interval; it is faster only on hardware with bfloat16 units (a CPU with AMX, a GPU): on an AVX2 CPU, "
+        "VGG16 ran ten times slower (see the docs' speed options)",
     )
     parser.add_argument(
         "--set",

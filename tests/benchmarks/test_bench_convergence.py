@@ -1,8 +1,9 @@
 """The convergence benchmark's bookkeeping: relative errors, the first grid point within the target, the tables."""
 
 import numpy as np
+import pytest
 
-from benchmarks.bench_convergence import first_reaching, print_tables, relative_errors
+from benchmarks.bench_convergence import first_reaching, main, print_tables, relative_errors
 
 
 def test_relative_errors_are_per_image_l2_ratios():
@@ -51,3 +52,10 @@ def test_tables_show_every_rule_and_the_missing_entries(capsys):
     assert "| riemann_right | 8 | > 8 | 0.050 | 40 (64) | 0.40% (2.00%) | 50% | 0.100 |" in out
     assert "| riemann_left | 8 | > 8 | 0.050 | | | | |" in out  # steps="auto" not run with this rule
     assert "ratio 1.100" in out
+
+
+def test_auto_rules_must_be_among_the_rules(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--rules", "riemann_right", "--auto-rules", "riemann_right,gausslegendre"])
+    assert exit_info.value.code == 2
+    assert "--auto-rules ['gausslegendre'] are not in --rules ['riemann_right']" in capsys.readouterr().err
