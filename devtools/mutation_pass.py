@@ -57,8 +57,9 @@ TESTS = (
     "tests/test_files.py",
     "--ignore=tests/model/test_distribute.py",
 )
-# functions whose tests run them in a subprocess only (tests/model/distribute_checks.py, on 2 logical
-# devices), where a mutant swapped into the test process cannot reach them: left out, and counted
+# functions whose tests run them on 2 logical devices, in a subprocess only (tests/model/distribute_checks.py),
+# where a mutant swapped into the test process cannot reach them: left out, and counted. (One replica in the
+# test process, tests/model/test_strategy_runs.py, runs the first but cannot tell a replica's offset apart.)
 SUBPROCESS_ONLY = (
     "pgig_tf.core.engine:GradientEngine._attribute_distributed",
     "pgig_tf.core.engine:GradientEngine._empty_result",  # a replica's empty shard

@@ -65,3 +65,23 @@ def test_output_values_has_one_row_per_point_when_points_outnumber_their_values(
     engine = create_analyzer("gradient", model, batch_size=batch_size)._get_engine()
     values = engine.output_values(points)
     np.testing.assert_allclose(values, model(points).numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_output_values_of_a_free_size_model_follow_every_input_shape():
+    # shapes (4, 6, 1) and (6, 6, 1) differ in their first axis only: each needs its own compiled loop
+    model = set_random_weights(
+        keras.Sequential(
+            [
+                keras.Input((None, None, 1)),
+                keras.layers.Conv2D(2, 3, activation="relu"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(3),
+            ]
+        ),
+        5,
+    )
+    engine = create_analyzer("gradient", model, batch_size=2)._get_engine()
+    rng = np.random.default_rng(4)
+    for shape in [(3, 4, 6, 1), (3, 6, 6, 1), (3, 4, 6, 1)]:
+        points = rng.normal(size=shape).astype(np.float32)
+        np.testing.assert_allclose(engine.output_values(points), model(points).numpy(), rtol=1e-5, atol=1e-6)

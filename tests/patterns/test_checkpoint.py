@@ -44,12 +44,13 @@ def assert_patterns_close(got, expected):
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6 * scale, err_msg=name)
 
 
-@pytest.mark.parametrize("resume_batch_size", [64, 30, 7])
+@pytest.mark.parametrize("resume_batch_size", [64, 30, 7, 97])
 def test_a_checkpoint_resumed_with_another_batch_size_gives_the_uninterrupted_patterns(
     conv_model, tmp_path, resume_batch_size
 ):
     # 96 of 150 samples counted in batches of 32; resumed from the array in batches of 64 (the batch
-    # 64..127 is split at 96), 30 (split at 96 = 90 + 6) or 7 (at 96 = 91 + 5)
+    # 64..127 is split at 96), 30 (split at 96 = 90 + 6), 7 (at 96 = 91 + 5) or 97 (the first batch
+    # is split at 96, leaving one sample to count)
     data = data_of(150)
     path = tmp_path / "fit.npz"
     header = interrupted(conv_model, data, path, batch_size=32, batches=4, checkpoint_every=3)

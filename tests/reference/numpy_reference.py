@@ -358,16 +358,20 @@ def pgig(layers, x, targets, patterns, baseline=None, steps=50, method=None):
 
 
 # ----------------------------------------------------------------------------- patterns (Eq. 2)
-def patterns_dense(X, W, b=None, kind="relu"):
+def patterns_dense(X, W, b=None, kind="relu", cap=np.inf, include_edges=(False, False)):
     """p_j = (E+[x y_j] - E+[x] E[y_j]) / w_j^T (E+[x y_j] - E+[x] E[y_j]),  y = X W (no bias).
-    E+ averages over samples with (XW + b)_j > 0 ("relu") or over all samples ("linear").
-    Units with no active sample or a zero denominator get p_j = 0."""
+    E+ averages over samples with 0 < (XW + b)_j < cap ("relu"; cap 6 for ReLU6) or over all
+    samples ("linear"). Units with no active sample or a zero denominator get p_j = 0.
+    `include_edges` = (z = 0 counts, z = cap counts): a deliberately wrong gate, to show a test can fail."""
     X = np.asarray(X, F64).reshape(len(X), -1)
     W = np.asarray(W, F64)
     b = np.zeros(W.shape[1]) if b is None else np.asarray(b, F64)
     y = X @ W  # (n, U)
     if kind == "relu":
-        active = ((y + b) > 0).astype(F64)
+        v = y + b
+        above = v >= 0 if include_edges[0] else v > 0
+        below = v <= cap if include_edges[1] else v < cap
+        active = (above & below).astype(F64)
     elif kind == "linear":
         active = np.ones_like(y)
     else:
