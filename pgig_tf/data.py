@@ -14,11 +14,18 @@ def shard_sizes(count, num_shards):
     return [(count + num_shards - 1 - r) // num_shards for r in range(num_shards)]
 
 
-def shard_bounds(count, num_shards, index):
-    """(start, stop) of contiguous shard `index` of `num_shards` over `count` items (see `shard_sizes`)."""
-    sizes = shard_sizes(count, num_shards)
-    start = sum(sizes[:index])
-    return start, start + sizes[index]
+def shard_bounds(count, num_shards, index, block=1):
+    """(start, stop) of contiguous shard `index` of `num_shards` over `count` items (see `shard_sizes`).
+
+    With `block` > 1 a shard holds whole blocks of `block` items (the last block of all may be
+    short): the ceil(count / block) blocks are shared out as `shard_sizes` shares items. A run
+    that works in batches of `block` then meets in its shards exactly the batches of one whole
+    run, so differently composed batches cannot round its model calls differently.
+    """
+    blocks = -(-count // block)
+    sizes = shard_sizes(blocks, num_shards)
+    start = sum(sizes[:index]) * block
+    return min(start, count), min(start + sizes[index] * block, count)
 
 
 def iterate_batches(data, batch_size, sample_ranks, input_names=None):

@@ -128,8 +128,13 @@ def parse_args(argv=None):
         default=os.path.join(os.path.expanduser("~"), ".cache", "pgig_tf"),
         help="where the embedded model is cached",
     )
-    parser.add_argument("--num-shards", type=int, default=1)
-    parser.add_argument("--shard-index", type=int, default=0)
+    parser.add_argument(
+        "--num-shards",
+        type=int,
+        default=1,
+        help="split the images into N contiguous shards of whole --images-per-batch batches (default 1)",
+    )
+    parser.add_argument("--shard-index", type=int, default=0, help="the shard this process runs, 0 to N-1")
     parser.add_argument("--checkpoint-every", type=int, default=2, help="batches between checkpoints")
     parser.add_argument("--merge", action="store_true", help="combine the shard checkpoints in --out into results")
     parser.add_argument(
@@ -284,10 +289,10 @@ class Setting:
 
 
 def _array_batches(images, labels, args):
-    """The shard's images (contiguous shard shard_index of num_shards, see `data.shard_bounds`) in batches."""
+    """The shard's images (contiguous shard shard_index of num_shards of whole batches, see `data.shard_bounds`)."""
     from pgig_tf.data import shard_bounds
 
-    start, stop = shard_bounds(len(images), args.num_shards, args.shard_index)
+    start, stop = shard_bounds(len(images), args.num_shards, args.shard_index, args.images_per_batch)
     images, labels = images[start:stop], labels[start:stop]
     step = args.images_per_batch
     return (((images[i : i + step], labels[i : i + step]) for i in range(0, len(images), step)), len(images))
@@ -381,13 +386,13 @@ def tfds_setting(args, strategy=None):
             args.split,
             batch_size=args.images_per_batch,
             num_images=num_images,
-            shard=(args.num_shards, args.shard_index),
+            shard=(args.num_shards, args.shard_index, args.images_per_batch),
             **source,
         )
     )
     from pgig_tf.data import shard_bounds
 
-    start, stop = shard_bounds(num_images, args.num_shards, args.shard_index)
+    start, stop = shard_bounds(num_images, args.num_shards, args.shard_index, args.images_per_batch)
     shard_count = stop - start
     description = {
         "model": args.model,
@@ -437,7 +442,7 @@ def npz_setting(args, strategy=None):
     model = mirror_model(model, strategy)
     patterns = run_patterns(args, model, background, strategy, verbose=False)
     count = min(args.num_images or len(x), len(x))
-    start, stop = shard_bounds(count, args.num_shards, args.shard_index)
+    start, stop = shard_bounds(count, args.num_shards, args.shard_index, args.images_per_batch)
     step = args.images_per_batch
     labels = y[start:stop] if y is not None else None
     batches = (
@@ -795,7 +800,7 @@ def run(args, checkpoint, info_path, examples_path):
             fingerprint,
             checkpoint_every=args.checkpoint_every,
             lerf=lerf,
-            first_index=shard_bounds(setting.total_images, args.num_shards, args.shard_index)[0],
+            first_index=shard_bounds(setting.total_images, args.num_shards, args.shard_index, args.images_per_batch)[0],
             identity=run_identity(setting.model, setting.patterns, setting.background),
             keep_examples=6 if args.shard_index == 0 else 0,
             examples_path=examples_path if args.shard_index == 0 else None,

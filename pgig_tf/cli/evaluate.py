@@ -151,8 +151,8 @@ def parse_args(argv=None):
         "--num-shards",
         type=int,
         default=1,
-        help="split the images into N contiguous shards, each evaluated by its own process with --shard-index "
-        "(default 1); then --merge",
+        help="split the images into N contiguous shards of whole --images-per-batch batches, each evaluated by its "
+        "own process with --shard-index (default 1); then --merge",
     )
     parser.add_argument("--shard-index", type=int, default=0, help="the shard this process evaluates, 0 to N-1")
     parser.add_argument(
@@ -331,9 +331,13 @@ def set_shard(args, inputs, count):
     """Sets the total, this shard's count and first index on `inputs`; returns the shard's (start, stop)."""
     from pgig_tf.data import shard_bounds
 
-    if count < args.num_shards:
-        raise SystemExit(f"--num-shards {args.num_shards} is more than the {count} images evaluated")
-    start, stop = shard_bounds(count, args.num_shards, args.shard_index)
+    batches = -(-count // args.images_per_batch)
+    if batches < args.num_shards:
+        raise SystemExit(
+            f"--num-shards {args.num_shards} is more than the {batches} batches of --images-per-batch "
+            f"{args.images_per_batch} in the {count} images evaluated"
+        )
+    start, stop = shard_bounds(count, args.num_shards, args.shard_index, args.images_per_batch)
     inputs.total_images, inputs.first_index, inputs.num_images = count, start, stop - start
     return start, stop
 
@@ -360,7 +364,7 @@ def _tfds_data(args, inputs, input_shape):
         args.split,
         batch_size=args.images_per_batch,
         num_images=count,
-        shard=(args.num_shards, args.shard_index),
+        shard=(args.num_shards, args.shard_index, args.images_per_batch),
         **source,
     )
     if args.background_npz is None:

@@ -177,8 +177,8 @@ def tfds_image_dataset(name, split, data_dir=None, manual_dir=None, num_images=N
     order, which is Keras' ImageNet class order.
 
     Order is the split's file order (no shuffling). `num_images` keeps the first images of the
-    split; `shard=(num_shards, index)` then keeps contiguous block `index` of `num_shards`
-    (`data.shard_bounds`), so the shards of one call partition the same first `num_images`
+    split; `shard=(num_shards, index)` or `(num_shards, index, block)` then keeps contiguous
+    shard `index` of `num_shards` (`data.shard_bounds`, of whole blocks of `block` images), so the shards of one call partition the same first `num_images`
     images in order. Images are decoded and preprocessed only after the take/shard, so a
     shard decodes only its own images. `preprocess` is a name in `PREPROCESSING` or a callable
     on one (H, W, C) uint8 image tensor.
@@ -191,11 +191,15 @@ def tfds_image_dataset(name, split, data_dir=None, manual_dir=None, num_images=N
             raise ValueError(f"num_images must be a positive int or None, got {num_images!r}")
     if shard is not None:
         try:
-            num_shards, index = (int(v) for v in shard)
+            num_shards, index, block = (int(v) for v in (tuple(shard) + (1,))[:3])
+            if len(shard) not in (2, 3):
+                raise ValueError
         except (TypeError, ValueError):
-            raise ValueError(f"shard must be (num_shards, index), got {shard!r}") from None
-        if num_shards < 1 or not 0 <= index < num_shards:
-            raise ValueError(f"shard needs num_shards >= 1 and 0 <= index < num_shards, got {shard!r}")
+            raise ValueError(
+                f"shard must be (num_shards, index) or (num_shards, index, block), got {shard!r}"
+            ) from None
+        if num_shards < 1 or not 0 <= index < num_shards or block < 1:
+            raise ValueError(f"shard needs num_shards >= 1, 0 <= index < num_shards and block >= 1, got {shard!r}")
     kwargs = {}
     if manual_dir is not None:
         kwargs["download_and_prepare_kwargs"] = {
@@ -219,7 +223,7 @@ def tfds_image_dataset(name, split, data_dir=None, manual_dir=None, num_images=N
         total = int(ds.cardinality())
         if total < 0:  # unknown: count the (still undecoded) examples
             total = int(ds.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
-        start, stop = shard_bounds(total, num_shards, index)
+        start, stop = shard_bounds(total, num_shards, index, block)
         ds = ds.skip(start).take(stop - start)
     image_feature = info.features["image"]
 

@@ -119,8 +119,13 @@ def test_shards_then_merge(tmp_path, cache, default_run):
         assert run(out, cache, "--num-shards", "2", "--shard-index", str(index)) is None
     cli.main(["--out", str(out), "--merge", "--num-shards", "2"])
     merged = json.loads((out / "results.json").read_text())
-    for name in METHODS.split(","):  # sampling methods too: their draws are keyed by the image's global index
-        assert_same_outcome(merged, whole, name)
+    # shards of whole batches meet one run's batches (same model calls, same rounding) and draws are
+    # keyed by the image's global index: only the order of the merged sums differs
+    for name in METHODS.split(","):
+        ours, theirs = merged["methods"][name], whole["methods"][name]
+        np.testing.assert_allclose(ours["curve"], theirs["curve"], rtol=1e-12, atol=0)
+        for key in ("aupc", "srg", "lerf_auc"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-12, abs=0), (name, key)
     assert merged["methods"]["random"]["num_images"] == 12
 
 

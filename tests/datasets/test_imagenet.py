@@ -19,6 +19,7 @@ from pgig_tf.datasets.imagenet import (
     load_tfds_images,
     preprocess_caffe,
     preprocess_crop_unit,
+    tfds_image_dataset,
 )
 from pgig_tf.patterns.reference import load_reference_vgg16_patterns, to_reference_layout
 
@@ -223,6 +224,22 @@ def test_shards_partition_the_first_num_images():
         assert labels.tolist() == all_labels[start:stop].tolist()
         np.testing.assert_array_equal(images, all_images[start:stop])
     assert sum(len(labels) for _, labels in shards) == 7
+
+
+def test_shards_of_whole_blocks_hold_whole_batches():
+    """shard=(num_shards, index, block): 7 images in blocks of 3 are 3 blocks, shared 2 and 1."""
+    with tfds.testing.mock_data(num_examples=10):
+        all_images, all_labels = load_tfds_images("imagenet2012", "validation", num_images=7)
+        shards = [load_tfds_images("imagenet2012", "validation", num_images=7, shard=(2, i, 3)) for i in range(2)]
+    for (images, labels), (start, stop) in zip(shards, [(0, 6), (6, 7)]):
+        assert labels.tolist() == all_labels[start:stop].tolist()
+        np.testing.assert_array_equal(images, all_images[start:stop])
+
+
+@pytest.mark.parametrize("shard", [(2,), (2, 0, 3, 1), (2, 2), (0, 0), (2, 0, 0), "ab", 5])
+def test_a_bad_shard_is_a_value_error_naming_it(shard):
+    with pytest.raises(ValueError, match=r"shard (must be|needs)"):
+        tfds_image_dataset("imagenet2012", "validation", shard=shard)
 
 
 def test_iterate_tfds_images_batches_the_same_images():

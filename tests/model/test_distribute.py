@@ -73,6 +73,22 @@ def test_shard_sizes_are_contiguous_and_balanced():
     assert [shard_bounds(2, 3, i) for i in range(3)] == [(0, 1), (1, 2), (2, 2)]
 
 
+def test_shards_of_whole_blocks_start_at_a_block_and_partition_the_items():
+    assert [shard_bounds(12, 2, i, 4) for i in range(2)] == [(0, 8), (8, 12)]  # 3 blocks: 2 and 1
+    assert [shard_bounds(359, 2, i, 32) for i in range(2)] == [(0, 192), (192, 359)]  # 12 blocks, the last short
+    assert [shard_bounds(5, 3, i, 4) for i in range(3)] == [(0, 4), (4, 5), (5, 5)]  # 2 blocks for 3 shards
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        count, num_shards, block = int(rng.integers(0, 60)), int(rng.integers(1, 7)), int(rng.integers(1, 9))
+        bounds = [shard_bounds(count, num_shards, i, block) for i in range(num_shards)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == count
+        assert all(stop == start for (_, stop), (start, _) in zip(bounds, bounds[1:]))
+        assert all(start % block == 0 or start == count for start, _ in bounds)
+        assert [shard_bounds(count, num_shards, i, 1) for i in range(num_shards)] == [
+            shard_bounds(count, num_shards, i) for i in range(num_shards)
+        ]
+
+
 def test_one_replica_strategy_in_process_equals_no_strategy(conv_model, dense_model):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     x = np.random.default_rng(3).normal(size=(3, 9, 9, 2)).astype(np.float32)
