@@ -10,7 +10,7 @@ size, relative to the largest |value| of each image's reference map.
 
 The model is the embedded digits CNN (`pgig_tf.datasets.digits`), by default explaining its
 logits (a copy whose last layer has no softmax); `--explain softmax` explains its softmax
-output, where the gradients of confidently classified digits vanish to rounding noise. Run from
+output, where the gradients of confidently classified digits are dominated by rounding. Run from
 the repository root: `python -m benchmarks.batch_size_agreement`.
 """
 
