@@ -1,5 +1,6 @@
 """The embedded default: scikit-learn's handwritten digits (1,797 real 8x8 scans) and a small VGG-style CNN."""
 
+import contextlib
 import json
 import os
 
@@ -47,6 +48,25 @@ def build_digits_cnn(image_size=IMAGE_SIZE, num_classes=10):
     )
 
 
+@contextlib.contextmanager
+def op_determinism():
+    """Runs the block under TensorFlow's op determinism, and turns it off again if it was off before.
+
+    The command-line tools enable op determinism for their whole run, and training rounds
+    differently with it than without; training under it wherever it is called from gives the
+    cache the same CNN whichever entry point trains it first.
+    """
+    from tensorflow.python.framework import config  # is/disable_op_determinism are not in tf.config
+
+    was_enabled = config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            config.disable_op_determinism()
+
+
 def trained_digits_cnn(cache_dir, seed=0, epochs=10, verbose=True):
     """The digits CNN trained with `seed`, from `cache_dir` if trained before; returns (model, test accuracy, data)."""
     data = load_digits_images(seed)
@@ -59,12 +79,18 @@ def trained_digits_cnn(cache_dir, seed=0, epochs=10, verbose=True):
         with open(info_path) as handle:
             accuracy = json.load(handle)["test_accuracy"]
         return model, accuracy, data
-    keras.utils.set_random_seed(seed)
-    model = build_digits_cnn()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     if verbose:
         print(f"training the digits CNN ({epochs} epochs, cached in {path})")
-    model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=2 if verbose else 0)
+    from pgig_tf.cli.console import without_notices
+
+    # op determinism makes tf.data print an internal notice on stderr, which without_notices drops
+    with op_determinism(), without_notices():
+        keras.utils.set_random_seed(seed)
+        model = build_digits_cnn()
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
+        model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=2 if verbose else 0)
     accuracy = float(np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test))
     model.save(path)
     with open(info_path, "w") as handle:
