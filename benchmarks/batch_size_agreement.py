@@ -20,8 +20,6 @@ import warnings
 
 import numpy as np
 
-PATTERN_METHODS = ("pattern_net", "pattern_attribution", "pgig")
-
 
 def relative_difference(maps, reference):
     """max over samples of max|maps − reference| / max|reference| (per sample; 0 where both are zero)."""
@@ -32,32 +30,24 @@ def relative_difference(maps, reference):
     return float(ratios.max())
 
 
-def method_settings(name, patterns, background, seed=0):
-    """Keyword arguments for `create_analyzer(name, ...)`: a fixed seed, patterns and background where taken."""
-    from pgig_tf.analyzers import analyzer_settings
+def agreement(model, images, methods, batch_sizes, reference_batch_size, patterns=None, background=None, seed=0):
+    """{method: {batch_size: relative difference to the reference batch size's maps}}.
 
-    settings = {"seed": seed} if "seed" in analyzer_settings(name) else {}
-    if name in PATTERN_METHODS:
-        settings["patterns"] = patterns
-    if name == "expected_gradients":
-        settings["baselines"] = background
-    return settings
+    Each analyzer gets `seed`, `patterns` and `background` where it uses them
+    (`pgig_tf.analyzers.build_analyzer`), so every batch size draws the same noise.
+    """
+    from pgig_tf.analyzers import build_analyzer
 
-
-def agreement(model, images, methods, batch_sizes, reference_batch_size, patterns=None, background=None):
-    """{method: {batch_size: relative difference to the reference batch size's maps}}."""
-    from pgig_tf.analyzers import create_analyzer
+    def maps(name, batch_size):
+        analyzer = build_analyzer(
+            name, model, patterns=patterns, background=background, seed=seed, batch_size=batch_size
+        )
+        return analyzer.analyze(images)
 
     rows = {}
     for name in methods:
-        settings = method_settings(name, patterns, background)
-        reference = create_analyzer(name, model, batch_size=reference_batch_size, **settings).analyze(images)
-        rows[name] = {
-            size: relative_difference(
-                create_analyzer(name, model, batch_size=size, **settings).analyze(images), reference
-            )
-            for size in batch_sizes
-        }
+        reference = maps(name, reference_batch_size)
+        rows[name] = {size: relative_difference(maps(name, size), reference) for size in batch_sizes}
     return rows
 
 
@@ -94,7 +84,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from benchmarks.bench_speed import machine_info, write_report
-    from pgig_tf.analyzers import ANALYZERS
+    from pgig_tf.analyzers import ANALYZERS, analyzer_class
     from pgig_tf.datasets.digits import load_digits_images, trained_digits_cnn
     from pgig_tf.patterns.fitting import fit_patterns
     from pgig_tf.validation import SoftmaxOutputWarning
@@ -109,7 +99,8 @@ def main(argv=None):
     if args.explain == "logits":
         model = without_softmax(model)
     x_train, _, x_test, _ = load_digits_images()
-    patterns = fit_patterns(model, x_train, verbose=False) if set(methods) & set(PATTERN_METHODS) else None
+    needs_patterns = any(analyzer_class(name).rule_needs_patterns() for name in methods)
+    patterns = fit_patterns(model, x_train, verbose=False) if needs_patterns else None
     rows = agreement(
         model, x_test[: args.images], methods, batch_sizes, args.reference_batch_size, patterns, x_train[:100]
     )

@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from pgig_tf.cli.shared import batch_shard
 from pgig_tf.files import atomic_write
 
 EMBEDDED = "digits"
@@ -289,10 +290,10 @@ class Setting:
 
 
 def _array_batches(images, labels, args):
-    """The shard's images (contiguous shard shard_index of num_shards of whole batches, see `data.shard_bounds`)."""
+    """The shard's images (`cli.shared.batch_shard`, see `data.shard_bounds`) in batches."""
     from pgig_tf.data import shard_bounds
 
-    start, stop = shard_bounds(len(images), args.num_shards, args.shard_index, args.images_per_batch)
+    start, stop = shard_bounds(len(images), *batch_shard(args))
     images, labels = images[start:stop], labels[start:stop]
     step = args.images_per_batch
     return (((images[i : i + step], labels[i : i + step]) for i in range(0, len(images), step)), len(images))
@@ -305,13 +306,9 @@ def digits_setting(args, model=None, strategy=None):
     from pgig_tf.model.distribute import mirror_model
 
     if model is None:
-        from pgig_tf.cli.console import without_notices
-
-        # training (first run only) under op determinism makes tf.data print an internal notice
-        with without_notices():
-            model, accuracy, (x_train, y_train, x_test, y_test) = trained_digits_cnn(
-                args.cache_dir, seed=args.seed, verbose=not args.quiet
-            )
+        model, accuracy, (x_train, y_train, x_test, y_test) = trained_digits_cnn(
+            args.cache_dir, seed=args.seed, verbose=not args.quiet
+        )
         name = "digits_cnn"
     else:
         x_train, y_train, x_test, y_test = load_digits_images(args.seed)
@@ -386,13 +383,13 @@ def tfds_setting(args, strategy=None):
             args.split,
             batch_size=args.images_per_batch,
             num_images=num_images,
-            shard=(args.num_shards, args.shard_index, args.images_per_batch),
+            shard=batch_shard(args),
             **source,
         )
     )
     from pgig_tf.data import shard_bounds
 
-    start, stop = shard_bounds(num_images, args.num_shards, args.shard_index, args.images_per_batch)
+    start, stop = shard_bounds(num_images, *batch_shard(args))
     shard_count = stop - start
     description = {
         "model": args.model,
@@ -414,11 +411,9 @@ def npz_setting(args, strategy=None):
     x, y = read_images_npz(args.dataset, "--dataset")
     background = None
     if args.model == EMBEDDED:
-        from pgig_tf.cli.console import without_notices
         from pgig_tf.datasets.digits import trained_digits_cnn
 
-        with without_notices():
-            model, _, (background, _, _, _) = trained_digits_cnn(args.cache_dir, seed=args.seed, verbose=not args.quiet)
+        model, _, (background, _, _, _) = trained_digits_cnn(args.cache_dir, seed=args.seed, verbose=not args.quiet)
     else:
         import keras
 
@@ -442,7 +437,7 @@ def npz_setting(args, strategy=None):
     model = mirror_model(model, strategy)
     patterns = run_patterns(args, model, background, strategy, verbose=False)
     count = min(args.num_images or len(x), len(x))
-    start, stop = shard_bounds(count, args.num_shards, args.shard_index, args.images_per_batch)
+    start, stop = shard_bounds(count, *batch_shard(args))
     step = args.images_per_batch
     labels = y[start:stop] if y is not None else None
     batches = (
@@ -800,7 +795,7 @@ def run(args, checkpoint, info_path, examples_path):
             fingerprint,
             checkpoint_every=args.checkpoint_every,
             lerf=lerf,
-            first_index=shard_bounds(setting.total_images, args.num_shards, args.shard_index, args.images_per_batch)[0],
+            first_index=shard_bounds(setting.total_images, *batch_shard(args))[0],
             identity=run_identity(setting.model, setting.patterns, setting.background),
             keep_examples=6 if args.shard_index == 0 else 0,
             examples_path=examples_path if args.shard_index == 0 else None,

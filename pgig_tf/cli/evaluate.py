@@ -9,7 +9,13 @@ import warnings
 
 import numpy as np
 
-from pgig_tf.cli.shared import PATTERNS_FORMATS, check_against_model, check_shard_arguments, read_images_npz
+from pgig_tf.cli.shared import (
+    PATTERNS_FORMATS,
+    batch_shard,
+    check_against_model,
+    check_shard_arguments,
+    read_images_npz,
+)
 from pgig_tf.names import DEFAULT_METHODS, PERTURBATION_REPLACEMENTS
 
 EMBEDDED = "digits"
@@ -259,11 +265,9 @@ def load_model(args, inputs):
     from pgig_tf.model.spec import model_io
 
     if args.model == EMBEDDED:
-        from pgig_tf.cli.console import without_notices
         from pgig_tf.datasets.digits import trained_digits_cnn
 
-        with without_notices():  # training (first run only) under op determinism makes tf.data print a notice
-            model, accuracy, inputs.digits = trained_digits_cnn(args.cache_dir, seed=args.seed, verbose=not args.quiet)
+        model, accuracy, inputs.digits = trained_digits_cnn(args.cache_dir, seed=args.seed, verbose=not args.quiet)
         inputs.model_info = {"model": "digits_cnn (embedded)", "test_accuracy": accuracy}
     elif args.model == "vgg16":
         from pgig_tf.datasets import imagenet
@@ -337,7 +341,7 @@ def set_shard(args, inputs, count):
             f"--num-shards {args.num_shards} is more than the {batches} batches of --images-per-batch "
             f"{args.images_per_batch} in the {count} images evaluated"
         )
-    start, stop = shard_bounds(count, args.num_shards, args.shard_index, args.images_per_batch)
+    start, stop = shard_bounds(count, *batch_shard(args))
     inputs.total_images, inputs.first_index, inputs.num_images = count, start, stop - start
     return start, stop
 
@@ -364,7 +368,7 @@ def _tfds_data(args, inputs, input_shape):
         args.split,
         batch_size=args.images_per_batch,
         num_images=count,
-        shard=(args.num_shards, args.shard_index, args.images_per_batch),
+        shard=batch_shard(args),
         **source,
     )
     if args.background_npz is None:

@@ -233,12 +233,9 @@ def model_identity(model):
 
 def explained_model(args):
     """(model, test accuracy, (x_train, y_train, x_test, y_test)): the cached digits CNN and its data."""
-    from pgig_tf.cli.console import without_notices
     from pgig_tf.datasets.digits import trained_digits_cnn
 
-    # training (first run only) under op determinism makes tf.data print an internal notice
-    with without_notices():
-        return trained_digits_cnn(args.cache_dir, verbose=not args.quiet)
+    return trained_digits_cnn(args.cache_dir, verbose=not args.quiet)
 
 
 def make_retrainer(args):

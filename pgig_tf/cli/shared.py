@@ -15,6 +15,16 @@ def check_shard_arguments(parser, args):
         parser.error("--fresh discards a shard's checkpoint; --merge only reads the shards' checkpoints")
 
 
+def batch_shard(args):
+    """(num_shards, shard_index, images_per_batch): this process's shard, made of whole batches.
+
+    The arguments of `data.shard_bounds` after the count (and the `shard` of
+    `datasets.imagenet.tfds_image_dataset`): a shard then meets exactly the batches of one
+    whole run, so its model calls round as one run's do.
+    """
+    return args.num_shards, args.shard_index, args.images_per_batch
+
+
 def load_patterns(path, model, file_format="npz"):
     """The `Patterns` in the --patterns file at `path`, checked against `model`; SystemExit with one line otherwise.
 

@@ -83,15 +83,16 @@ def trained_digits_cnn(cache_dir, seed=0, epochs=10, verbose=True):
         print(f"training the digits CNN ({epochs} epochs, cached in {path})")
     from pgig_tf.cli.console import without_notices
 
-    # op determinism makes tf.data print an internal notice on stderr, which without_notices drops
-    with op_determinism(), without_notices():
-        keras.utils.set_random_seed(seed)
-        model = build_digits_cnn()
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-        )
-        model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=2 if verbose else 0)
-    accuracy = float(np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test))
+    # under op determinism tf.data prints an internal notice on stderr, which without_notices drops
+    with without_notices():
+        with op_determinism():
+            keras.utils.set_random_seed(seed)
+            model = build_digits_cnn()
+            model.compile(
+                optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+            )
+            model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=2 if verbose else 0)
+        accuracy = float(np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test))
     model.save(path)
     with open(info_path, "w") as handle:
         json.dump({"test_accuracy": accuracy, "seed": seed, "epochs": epochs}, handle)

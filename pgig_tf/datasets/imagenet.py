@@ -178,8 +178,8 @@ def tfds_image_dataset(name, split, data_dir=None, manual_dir=None, num_images=N
 
     Order is the split's file order (no shuffling). `num_images` keeps the first images of the
     split; `shard=(num_shards, index)` or `(num_shards, index, block)` then keeps contiguous
-    shard `index` of `num_shards` (`data.shard_bounds`, of whole blocks of `block` images), so the shards of one call partition the same first `num_images`
-    images in order. Images are decoded and preprocessed only after the take/shard, so a
+    shard `index` of `num_shards` (`data.shard_bounds`, of whole blocks of `block` images), so
+    the shards of one call partition the same first `num_images` images in order. Images are decoded and preprocessed only after the take/shard, so a
     shard decodes only its own images. `preprocess` is a name in `PREPROCESSING` or a callable
     on one (H, W, C) uint8 image tensor.
     """
@@ -191,13 +191,12 @@ def tfds_image_dataset(name, split, data_dir=None, manual_dir=None, num_images=N
             raise ValueError(f"num_images must be a positive int or None, got {num_images!r}")
     if shard is not None:
         try:
-            num_shards, index, block = (int(v) for v in (tuple(shard) + (1,))[:3])
-            if len(shard) not in (2, 3):
-                raise ValueError
+            values = tuple(int(v) for v in shard)
         except (TypeError, ValueError):
-            raise ValueError(
-                f"shard must be (num_shards, index) or (num_shards, index, block), got {shard!r}"
-            ) from None
+            values = ()
+        if len(values) not in (2, 3):
+            raise ValueError(f"shard must be (num_shards, index) or (num_shards, index, block), got {shard!r}")
+        num_shards, index, block = values + (1,) * (3 - len(values))
         if num_shards < 1 or not 0 <= index < num_shards or block < 1:
             raise ValueError(f"shard needs num_shards >= 1, 0 <= index < num_shards and block >= 1, got {shard!r}")
     kwargs = {}

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from benchmarks.batch_size_agreement import agreement, main, method_settings, relative_difference, without_softmax
+from benchmarks.batch_size_agreement import agreement, main, relative_difference, without_softmax
 from pgig_tf.analyzers import ANALYZERS
 from pgig_tf.patterns.fitting import fit_patterns
 
@@ -18,11 +18,14 @@ def test_relative_difference_is_per_sample_over_its_largest_value():
     assert relative_difference(maps + np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 1e-9]]), reference) == np.inf
 
 
-def test_settings_fix_the_seed_of_the_sampling_methods_and_pass_patterns_and_background():
-    assert method_settings("smoothgrad", None, None) == {"seed": 0}
-    assert method_settings("pgig", "P", None)["patterns"] == "P"
-    assert method_settings("expected_gradients", None, "B")["baselines"] == "B"
-    assert "patterns" not in method_settings("integrated_gradients", "P", "B")
+def test_the_same_batch_size_gives_the_same_maps_for_the_seeded_background_and_pattern_methods(dense_model):
+    """A seed, patterns and background reach the analyzers that use them: at the reference size, no difference."""
+    rng = np.random.default_rng(2)
+    data = rng.normal(size=(30, 6)).astype(np.float32)
+    patterns = fit_patterns(dense_model, data, verbose=False)
+    methods = ["smoothgrad", "noise_baseline_ig", "expected_gradients", "pgig"]
+    rows = agreement(dense_model, data[:4], methods, (64,), 64, patterns, data[4:])
+    assert rows == {name: {64: 0.0} for name in methods}
 
 
 def test_every_method_agrees_to_two_millionths_across_batch_sizes_without_max_pooling(dense_model):
